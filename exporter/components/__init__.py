@@ -1,0 +1,1 @@
+"""Export-friendly modules, one per exported graph, reusing the HF weights."""

@@ -1,0 +1,68 @@
+"""Attention math shared by the decoder step and the drafter step.
+
+The HF modules are reused for every weight-bearing leaf (projections, norms, MLP, RoPE);
+only the parts that do not export (Cache objects, mask factories, repeat_kv copies) are
+rewritten here. Masks are additive float tensors built by the runtime, so one graph serves
+causal prefill, decode, speculative verify and the bidirectional image blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.models.gemma4_unified.modeling_gemma4_unified import apply_rotary_pos_emb
+
+
+def grouped_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Scaled-by-one GQA without materialising repeated K/V (Gemma 4 scales via q_norm).
+
+    query [B, Hq, S, D], key/value [B, KV, T, D], mask [B, 1, S, T] additive -> [B, S, Hq*D]
+    """
+    batch, num_heads, seq, head_dim = query.shape
+    num_kv = key.shape[1]
+    groups = num_heads // num_kv
+    # Heads h = kv * groups + g share K/V head kv, so fold the group into the query rows.
+    grouped_query = query.reshape(batch, num_kv, groups * seq, head_dim)  # [B, KV, G*S, D]
+    scores = torch.matmul(grouped_query, key.transpose(2, 3))  # [B, KV, G*S, T]
+    scores = scores.reshape(batch, num_kv, groups, seq, -1) + mask.unsqueeze(2)  # [B, KV, G, S, T]
+    probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    out = torch.matmul(probs.reshape(batch, num_kv, groups * seq, -1), value)  # [B, KV, G*S, D]
+    out = out.reshape(batch, num_heads, seq, head_dim).transpose(1, 2)  # [B, S, Hq, D]
+    return out.reshape(batch, seq, num_heads * head_dim)
+
+
+def project_query(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """hidden [B, S, H] -> rotated, normed query [B, Hq, S, D]."""
+    batch, seq, _ = hidden.shape
+    query = attn.q_proj(hidden).view(batch, seq, -1, attn.head_dim)
+    query = apply_rotary_pos_emb(attn.q_norm(query), cos, sin, unsqueeze_dim=2)
+    return query.transpose(1, 2)
+
+
+def project_key_value(
+    attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden [B, S, H] -> key, value [B, KV, S, D] for the new positions only.
+
+    With attention_k_eq_v (full layers of the 12B) V is the raw K projection; K still gets
+    k_norm and RoPE, V only the scale-free v_norm, so the cached tensors differ.
+    """
+    batch, seq, _ = hidden.shape
+    key = attn.k_proj(hidden).view(batch, seq, -1, attn.head_dim)
+    value = attn.v_proj(hidden).view(batch, seq, -1, attn.head_dim) if attn.v_proj is not None else key
+    key = apply_rotary_pos_emb(attn.k_norm(key), cos, sin, unsqueeze_dim=2).transpose(1, 2)
+    value = attn.v_norm(value).transpose(1, 2)
+    return key, value
+
+
+def residual_block(layer: nn.Module, hidden: torch.Tensor, attention_out: torch.Tensor) -> torch.Tensor:
+    """The post-attention half of a Gemma 4 layer: sandwich norms, MLP, layer scalar.
+
+    hidden [B, S, H] is the layer input (residual), attention_out [B, S, Hq*D] before o_proj.
+    """
+    hidden = hidden + layer.post_attention_layernorm(layer.self_attn.o_proj(attention_out))
+    mlp_out = layer.mlp(layer.pre_feedforward_layernorm(hidden))
+    hidden = hidden + layer.post_feedforward_layernorm(mlp_out)
+    return hidden * layer.layer_scalar

@@ -1,0 +1,133 @@
+"""`gemma-edge export`: load -> build export-friendly modules -> write graphs -> manifest -> rename.
+
+The artifact folder appears only when complete: everything is written into a hidden
+sibling folder that is renamed into place at the end, and removed on any failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemma_edge.quantize.recipes import get_recipe
+from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, Manifest, sha256_of
+
+from . import reference_model
+from .checkpoint import Checkpoint, load_drafter, load_target
+from .graph_specs import finalize
+from .graphs import build_graphs
+from .layout import model_summary, token_ids
+from .onnx_writer import write_onnx
+from .progress import StageProgress
+
+BUILTIN = "builtin"
+DEFAULT_DRAFT_TOKENS = 4
+DEFAULT_MAX_CONTEXT = 8192  # cap for the default context length; --context-length overrides
+SUPPORTED_FORMATS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out: Path
+    checkpoint: Path | None = None  # None: the built-in reference model (and its drafter)
+    drafter: Path | None = None
+    format: str = "onnx"
+    precision: str = "fp32"
+    context_length: int | None = None
+    force: bool = False
+    show_progress: bool = True
+
+
+def _check_output(options: ExportOptions) -> None:
+    if options.format not in SUPPORTED_FORMATS:
+        raise GemmaEdgeError(f"--format {options.format} is not supported; choose one of: {', '.join(SUPPORTED_FORMATS)}")
+    if options.out.exists() and not options.force:
+        raise GemmaEdgeError(f"{options.out} already exists; choose another --out or pass --force to replace it")
+    if options.out.exists() and not options.out.is_dir():
+        raise GemmaEdgeError(f"{options.out} exists and is not a folder; choose another --out")
+
+
+def _context_length(target: Checkpoint, requested: int | None) -> int:
+    limit = target.config.get_text_config().max_position_embeddings
+    if requested is None:
+        return min(limit, DEFAULT_MAX_CONTEXT)
+    if not 1 < requested <= limit:
+        raise GemmaEdgeError(f"--context-length {requested} must be between 2 and the model's limit {limit}")
+    return requested
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` by `staging` so that a complete artifact folder is always at `out`."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    retired = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+    os.replace(out, retired)
+    os.replace(staging, out)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def export(options: ExportOptions) -> Manifest:
+    _check_output(options)
+    recipe = get_recipe(options.precision)
+    use_builtin = options.checkpoint is None
+    checkpoint_dir = reference_model.TARGET_DIR if use_builtin else options.checkpoint
+    drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
+
+    progress = StageProgress(total=4, enabled=options.show_progress)
+    with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
+        target = load_target(checkpoint_dir)
+        drafter = load_drafter(drafter_dir, target) if drafter_dir is not None else None
+        summary = model_summary(target.config, _context_length(target, options.context_length))
+
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = options.out.with_name(f".{options.out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        graphs = {}
+        exported = build_graphs(target, drafter, summary)
+        with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
+            for graph in exported:
+                file = f"{graph.name}.onnx"
+                write_onnx(graph.module, graph.spec, staging / file)
+                graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
+        with progress.stage("Writing tokenizer and manifest"):
+            shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
+            files = {
+                path.relative_to(staging).as_posix(): sha256_of(path)
+                for path in sorted(staging.rglob("*"))
+                if path.is_file()
+            }
+            manifest = Manifest(
+                model=summary,
+                tokens=token_ids(target.config, target.generation_config.get("eos_token_id")),
+                graphs=graphs,
+                tokenizer="tokenizer.json",
+                files=files,
+                drafter=_drafter_summary(drafter),
+                source={
+                    "checkpoint": BUILTIN if use_builtin else str(checkpoint_dir.resolve()),
+                    "drafter": "" if drafter_dir is None else (BUILTIN if use_builtin else str(drafter_dir.resolve())),
+                },
+            )
+            (staging / MANIFEST_NAME).write_text(manifest.to_json())
+        with progress.stage(f"Moving into place at {options.out}"):
+            _move_into_place(staging, options.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _drafter_summary(drafter: Checkpoint | None) -> DrafterSummary | None:
+    if drafter is None:
+        return None
+    draft_tokens = drafter.generation_config.get("num_assistant_tokens") or DEFAULT_DRAFT_TOKENS
+    return DrafterSummary(
+        num_assistant_tokens=int(draft_tokens),
+        sliding_window=drafter.config.get_text_config().sliding_window,
+    )

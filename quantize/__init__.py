@@ -1,0 +1,1 @@
+"""Quantization recipes (the registry the exporter and the manifest name)."""

@@ -1,0 +1,177 @@
+"""The generation loop: prefill, plain decoding, and MTP speculative decoding.
+
+One round of speculation (K drafts), with P = cache.length the position of the last
+emitted token t (its K/V is not cached yet) and h the target hidden state that predicted t:
+
+    drafter:  (embed(t), h) -> d_1 ; (embed(d_1), h') -> d_2 ; ... d_K      (query at P each time)
+    target:   verify [t, d_1..d_K] at positions P..P+K in one call -> p_0..p_K
+    accept:   keep d_1..d_m, emit one more token y (correction or bonus), trim the cache to P+m+1
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .kv_cache import KVCache
+from .model import ExportedModel
+from .sampling import SamplingConfig, probabilities, sample
+from .speculative import accept_drafts
+
+TokenCallback = Callable[[list[int]], None]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 64
+    sampling: SamplingConfig = SamplingConfig()
+    seed: int | None = None
+    speculative: bool = True
+    draft_tokens: int | None = None  # None: the drafter's num_assistant_tokens
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    prefill_tokens: int
+    prefill_seconds: float
+    decode_seconds: float  # from the first generated token to the last
+    speculative: bool
+    draft_tokens: int | None
+    proposed_drafts: int = 0
+    accepted_drafts: int = 0
+    verify_calls: int = 0
+    tokens_from_verify: int = 0  # tokens emitted by speculative rounds
+    stop_reason: str = "length"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        if not self.speculative:
+            return None
+        return self.accepted_drafts / self.proposed_drafts if self.proposed_drafts else 0.0
+
+    @property
+    def mean_accepted_per_step(self) -> float | None:
+        if not self.speculative:
+            return None
+        return self.tokens_from_verify / self.verify_calls if self.verify_calls else 0.0
+
+
+class _Emitter:
+    """Collects emitted tokens; stops at EOS or the token budget."""
+
+    def __init__(self, eos: tuple[int, ...], budget: int, on_tokens: TokenCallback | None):
+        self.tokens: list[int] = []
+        self.eos = set(eos)
+        self.budget = budget
+        self.on_tokens = on_tokens
+        self.stop_reason = ""
+
+    def emit(self, tokens: list[int]) -> None:
+        accepted = []
+        for token in tokens:
+            if self.stop_reason:
+                break
+            accepted.append(token)
+            if token in self.eos:
+                self.stop_reason = "eos"
+            elif len(self.tokens) + len(accepted) >= self.budget:
+                self.stop_reason = "length"
+        self.tokens.extend(accepted)
+        if accepted and self.on_tokens is not None:
+            self.on_tokens(accepted)
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - len(self.tokens)
+
+
+def generate(
+    model: ExportedModel,
+    prompt_embeds: np.ndarray,
+    config: GenerationConfig,
+    block_ids: np.ndarray | None = None,
+    on_tokens: TokenCallback | None = None,
+) -> GenerationResult:
+    """Generate from prompt_embeds [1, S, H] (text, image and audio already merged)."""
+    context = model.manifest.model.context_length
+    prefill_tokens = prompt_embeds.shape[1]
+    budget = max(0, min(config.max_new_tokens, context - prefill_tokens))
+    speculative = config.speculative and model.has_drafter
+    draft_tokens = (config.draft_tokens or model.manifest.drafter.num_assistant_tokens) if speculative else None
+    rng = np.random.default_rng(config.seed)
+    emitter = _Emitter(model.manifest.tokens.eos, budget, on_tokens)
+    result = GenerationResult([], prefill_tokens, 0.0, 0.0, speculative, draft_tokens)
+    if budget == 0:
+        result.stop_reason = "context"
+        return result
+
+    cache = model.new_cache()
+    started = time.perf_counter()
+    logits, hidden = model.decode(prompt_embeds, cache, block_ids)
+    token = sample(probabilities(logits[-1], config.sampling), rng)
+    first_token_at = time.perf_counter()
+    result.prefill_seconds = first_token_at - started
+    emitter.emit([token])
+    last_hidden = hidden[-1][None, None]  # [1, 1, H]
+
+    while not emitter.stop_reason:
+        if speculative:
+            # Never draft past the token budget or the context (the verify writes K+1 positions).
+            drafts_now = min(draft_tokens, emitter.remaining - 1, context - cache.length - 1)
+            if drafts_now >= 1:
+                emitted, last_hidden = _speculative_round(model, cache, token, last_hidden, drafts_now, config, rng, result)
+                token = emitted[-1]
+                emitter.emit(emitted)
+                continue
+        if cache.length >= context:
+            emitter.stop_reason = "context"
+            break
+        logits, hidden = model.decode(model.embed_tokens([token]), cache)
+        token = sample(probabilities(logits[-1], config.sampling), rng)
+        last_hidden = hidden[-1][None, None]
+        emitter.emit([token])
+
+    result.decode_seconds = time.perf_counter() - first_token_at
+    result.token_ids = emitter.tokens
+    result.stop_reason = emitter.stop_reason
+    return result
+
+
+def _speculative_round(
+    model: ExportedModel,
+    cache: KVCache,
+    token: int,
+    hidden: np.ndarray,
+    num_drafts: int,
+    config: GenerationConfig,
+    rng: np.random.Generator,
+    result: GenerationResult,
+) -> tuple[list[int], np.ndarray]:
+    """Draft `num_drafts` tokens after `token`, verify them, roll the cache back past the first
+    rejection. Returns the emitted tokens (accepted drafts + one) and the hidden state [1, 1, H]
+    that predicted the last of them."""
+    start = cache.length  # P: position of `token`
+    drafts: list[int] = []
+    draft_probs = []
+    previous = token
+    for _ in range(num_drafts):
+        logits, hidden = model.draft(model.embed_tokens([previous]), hidden, cache)
+        probs = probabilities(logits, config.sampling)  # [V]
+        previous = sample(probs, rng)
+        drafts.append(previous)
+        draft_probs.append(probs)
+
+    logits, verify_hidden = model.decode(model.embed_tokens([token, *drafts]), cache)  # [K+1, V], [K+1, H]
+    accepted, next_token = accept_drafts(probabilities(logits, config.sampling), np.stack(draft_probs), drafts, rng)
+    cache.trim(start + accepted + 1)
+
+    result.proposed_drafts += num_drafts
+    result.accepted_drafts += accepted
+    result.verify_calls += 1
+    result.tokens_from_verify += accepted + 1
+    return [*drafts[:accepted], next_token], verify_hidden[accepted][None, None]

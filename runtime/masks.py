@@ -1,0 +1,47 @@
+"""Additive attention masks, built in numpy for the decoder and drafter graphs.
+
+Gemma 4 semantics (transformers' create_masks_for_vision_model): full-attention layers are
+causal; sliding layers see kv in (q - window, q] and, with `use_bidirectional_attention:
+"vision"`, also every position of the query's own image block (soft tokens of one image
+attend to each other, future ones included) - still cut by the window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCKED = np.finfo(np.float32).min  # added to the scores of positions a query must not see
+
+
+def _additive(visible: np.ndarray) -> np.ndarray:
+    """visible [S, T] bool -> [1, 1, S, T] float32 with 0 where visible."""
+    return np.where(visible, np.float32(0.0), BLOCKED).astype(np.float32)[None, None]
+
+
+def decoder_masks(
+    query_positions: np.ndarray, kv_length: int, sliding_window: int, block_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks for S queries at `query_positions` [S] over kv positions 0..kv_length-1.
+
+    block_ids [kv_length] int: the image block each position belongs to, -1 for text;
+    None when the sequence has no image. Returns (mask_full, mask_sliding), each [1, 1, S, T].
+    """
+    queries = np.asarray(query_positions, dtype=np.int64)[:, None]  # [S, 1]
+    keys = np.arange(kv_length, dtype=np.int64)[None, :]  # [1, T]
+    causal = keys <= queries
+    in_window = keys > queries - sliding_window
+    sliding = causal
+    if block_ids is not None:
+        query_blocks = block_ids[queries[:, 0]][:, None]  # [S, 1]
+        same_block = (query_blocks >= 0) & (query_blocks == block_ids[None, :kv_length])
+        sliding = causal | same_block
+    return _additive(causal), _additive(sliding & in_window)
+
+
+def drafter_masks(position: int, kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The drafter's single query sits at `position` (the last token, not yet cached) and
+    reads the target's kv positions 0..kv_length-1 (kv_length == position in the runtime).
+    Returns (mask_full, mask_sliding), each [1, 1, 1, T]."""
+    keys = np.arange(kv_length, dtype=np.int64)[None, :]
+    visible = keys < position
+    return _additive(visible), _additive(visible & (keys > position - sliding_window))

@@ -1,0 +1,85 @@
+"""The exported model as numpy functions: embed, decode (prefill / step / verify), draft."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Backend
+from .errors import GemmaEdgeError
+from .kv_cache import KVCache
+from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
+from .masks import decoder_masks, drafter_masks
+
+
+class ExportedModel:
+    def __init__(self, manifest: Manifest, backend: Backend):
+        self.manifest = manifest
+        self.backend = backend
+        self.graph_names = {spec.role: name for name, spec in manifest.graphs.items()}
+        for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
+            if role not in self.graph_names:
+                raise GemmaEdgeError(f"the manifest has no {role.value} graph; re-run `gemma-edge export`")
+
+    @property
+    def has_drafter(self) -> bool:
+        return GraphRole.DRAFTER in self.graph_names and self.manifest.drafter is not None
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.manifest.model.cache_layers)
+
+    def _run(self, role: GraphRole, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.backend.run(self.graph_names[role], feeds)
+
+    def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
+        """token ids [S] -> embeddings [1, S, H]."""
+        ids = np.asarray(token_ids, dtype=np.int64)[None]
+        return self._run(GraphRole.TOKEN_EMBEDDER, {"input_ids": ids})["inputs_embeds"]
+
+    def decode(
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
+
+        block_ids [T] marks image blocks (-1 for text) over all T = cache.length + S positions.
+        Returns logits [S, V] and final-norm hidden states [S, H].
+        """
+        start, seq = cache.length, embeds.shape[1]
+        positions = np.arange(start, start + seq, dtype=np.int64)
+        mask_full, mask_sliding = decoder_masks(positions, start + seq, self.manifest.model.sliding_window, block_ids)
+        feeds = {
+            "inputs_embeds": embeds.astype(np.float32, copy=False),
+            "position_ids": positions[None],
+            "mask_full": mask_full,
+            "mask_sliding": mask_sliding,
+            **cache.feeds(),
+        }
+        outputs = self._run(GraphRole.DECODER, feeds)
+        cache.update(outputs)
+        return outputs["logits"][0], outputs["hidden"][0]
+
+    def draft(
+        self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One drafter step for the token at position cache.length (not yet cached).
+
+        token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H].
+        """
+        drafter = self.manifest.drafter
+        assert drafter is not None
+        position = cache.length
+        mask_full, mask_sliding = drafter_masks(position, position, drafter.sliding_window)
+        feeds = {
+            "token_embeds": token_embed,
+            "target_hidden": target_hidden.astype(np.float32, copy=False),
+            "position_ids": np.array([[position]], dtype=np.int64),
+            "mask_full": mask_full,
+            "mask_sliding": mask_sliding,
+        }
+        for layer_type, layer in self.manifest.model.store_layers.items():
+            key, value = cache.layer_kv(layer)
+            feeds[drafter_kv_input("key", LayerType(layer_type))] = key
+            feeds[drafter_kv_input("value", LayerType(layer_type))] = value
+        spec = self.manifest.graphs[self.graph_names[GraphRole.DRAFTER]]
+        feeds = {name: feeds[name] for name in spec.input_names()}
+        outputs = self._run(GraphRole.DRAFTER, feeds)
+        return outputs["logits"][0, 0], outputs["next_hidden"]
