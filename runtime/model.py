@@ -64,22 +64,45 @@ class ExportedModel:
 
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H].
         """
+        store_kv = {
+            LayerType(layer_type): cache.layer_kv(layer) for layer_type, layer in self.manifest.model.store_layers.items()
+        }
+        return self.draft_with_kv(token_embed, target_hidden, cache.length, store_kv)
+
+    def draft_with_kv(
+        self,
+        token_embed: np.ndarray,
+        target_hidden: np.ndarray,
+        position: int,
+        store_kv: dict[LayerType, tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The drafter over explicit target K/V: store_kv[type] = (key, value), each [1, KV, position, D]."""
         drafter = self.manifest.drafter
         assert drafter is not None
-        position = cache.length
         mask_full, mask_sliding = drafter_masks(position, position, drafter.sliding_window)
         feeds = {
-            "token_embeds": token_embed,
+            "token_embeds": token_embed.astype(np.float32, copy=False),
             "target_hidden": target_hidden.astype(np.float32, copy=False),
             "position_ids": np.array([[position]], dtype=np.int64),
             "mask_full": mask_full,
             "mask_sliding": mask_sliding,
         }
-        for layer_type, layer in self.manifest.model.store_layers.items():
-            key, value = cache.layer_kv(layer)
-            feeds[drafter_kv_input("key", LayerType(layer_type))] = key
-            feeds[drafter_kv_input("value", LayerType(layer_type))] = value
+        for layer_type, (key, value) in store_kv.items():
+            feeds[drafter_kv_input("key", layer_type)] = key
+            feeds[drafter_kv_input("value", layer_type)] = value
         spec = self.manifest.graphs[self.graph_names[GraphRole.DRAFTER]]
-        feeds = {name: feeds[name] for name in spec.input_names()}
-        outputs = self._run(GraphRole.DRAFTER, feeds)
+        outputs = self._run(GraphRole.DRAFTER, {name: feeds[name] for name in spec.input_names()})
         return outputs["logits"][0, 0], outputs["next_hidden"]
+
+    def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """pixel_values [N, patch_dim], positions [N, 2] ((-1, -1) = padding) -> embeddings [n_valid, H]."""
+        outputs = self._run(
+            GraphRole.VISION_EMBEDDER,
+            {"pixel_values": pixel_values[None].astype(np.float32), "image_position_ids": positions[None].astype(np.int64)},
+        )
+        valid = (positions != -1).all(axis=-1)
+        return outputs["image_embeds"][0][valid]
+
+    def embed_audio(self, frames: np.ndarray) -> np.ndarray:
+        """frames [N, 640] -> embeddings [N, H]."""
+        return self._run(GraphRole.AUDIO_EMBEDDER, {"audio_frames": frames[None].astype(np.float32)})["audio_embeds"][0]

@@ -1,0 +1,311 @@
+"""`gemma-edge validate`: every exported graph against the transformers reference.
+
+Deterministic cases, as optimum's validate_model_outputs does: collect every check, report the
+largest difference per graph instead of stopping at the first failure.
+  - text:        a prompt prefill, single-token decode steps past the sliding window, and a
+                 multi-token (verify-shaped) step with a past, teacher-forced with the
+                 reference's greedy tokens;
+  - multimodal:  text + image soft tokens (bidirectional block) + audio soft tokens, against
+                 transformers' full forward with pixel_values / input_features;
+  - drafter:     K chained drafter steps over the reference target's hidden state and K/V;
+  - generation:  greedy tokens of the runtime (speculative and plain) == transformers generate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gemma_edge.runtime.engine import Engine
+from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.runtime.generate import GenerationConfig
+from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest
+
+from . import reference_model
+from .checkpoint import Checkpoint, load_drafter, load_target
+from .export import BUILTIN
+
+VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
+DECODE_STEPS = 40  # > 2x the built-in model's sliding window
+VERIFY_CHUNK = 5  # one K+1-token step with a past, as speculative verification runs it
+GENERATION_TOKENS = 32
+DRAFT_STEPS = 4
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    logits_max_abs_diff: float = 1e-3
+    top1_agreement: float = 1.0
+    embeddings_max_abs_diff: float = 1e-4
+
+
+FP32_THRESHOLDS = Thresholds()
+
+
+@dataclass
+class GraphReport:
+    format: str
+    precision: str
+    max_abs_diff: float = 0.0
+    top1_agreement: float | None = None
+    kl_mean: float | None = None
+    passed: bool = False
+    positions: int = 0
+    cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """Running totals for one graph over all its cases."""
+
+    max_abs_diff: float = 0.0
+    agree: int = 0
+    kl_sum: float = 0.0
+    positions: int = 0
+    is_logits: bool = False
+    cases: list[str] = field(default_factory=list)
+
+    def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool) -> None:
+        if ours.shape != reference.shape:
+            raise GemmaEdgeError(f"case {case}: graph output shape {ours.shape} != reference {reference.shape}")
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(ours - reference).max()))
+        if case not in self.cases:
+            self.cases.append(case)
+        if logits:
+            self.is_logits = True
+            ours2, ref2 = ours.reshape(-1, ours.shape[-1]), reference.reshape(-1, reference.shape[-1])
+            self.agree += int((ours2.argmax(-1) == ref2.argmax(-1)).sum())
+            self.kl_sum += float(_kl(ref2, ours2).sum())
+            self.positions += ours2.shape[0]
+
+    def report(self, manifest: Manifest, name: str, thresholds: Thresholds) -> GraphReport:
+        spec = manifest.graphs[name]
+        report = GraphReport(format=spec.format, precision=spec.precision, max_abs_diff=self.max_abs_diff, cases=self.cases)
+        if self.is_logits:
+            report.top1_agreement = self.agree / self.positions
+            report.kl_mean = self.kl_sum / self.positions
+            report.positions = self.positions
+            report.passed = (
+                self.max_abs_diff <= thresholds.logits_max_abs_diff and report.top1_agreement >= thresholds.top1_agreement
+            )
+        else:
+            report.passed = self.max_abs_diff <= thresholds.embeddings_max_abs_diff
+        return report
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _kl(reference_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """KL(reference || graph) per position, natural log."""
+    ref_log, our_log = _log_softmax(reference_logits), _log_softmax(logits)
+    return np.maximum((np.exp(ref_log) * (ref_log - our_log)).sum(-1), 0.0)
+
+
+def _reference_checkpoints(manifest: Manifest, checkpoint: Path | None, drafter: Path | None) -> tuple[Checkpoint, Checkpoint | None]:
+    def resolve(recorded: str, override: Path | None, builtin: Path, what: str) -> Path | None:
+        if override is not None:
+            return override
+        if not recorded:
+            return None
+        path = builtin if recorded == BUILTIN else Path(recorded)
+        if not path.exists():
+            raise GemmaEdgeError(f"the {what} these artifacts were exported from ({path}) is gone; pass it with --{what}")
+        return path
+
+    target_dir = resolve(manifest.source.get("checkpoint", ""), checkpoint, reference_model.TARGET_DIR, "checkpoint")
+    if target_dir is None:
+        raise GemmaEdgeError("the manifest does not record its checkpoint; pass it with --checkpoint")
+    target = load_target(target_dir)
+    drafter_dir = resolve(manifest.source.get("drafter", ""), drafter, reference_model.DRAFTER_DIR, "drafter")
+    return target, (load_drafter(drafter_dir, target) if drafter_dir is not None else None)
+
+
+def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
+    model = engine.model
+    prompt_ids = engine.encode(VALIDATION_PROMPT)
+    with torch.no_grad():
+        generated = target.model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=DECODE_STEPS + VERIFY_CHUNK, do_sample=False, min_new_tokens=DECODE_STEPS + VERIFY_CHUNK
+        )[0].tolist()
+        reference_logits = target.model(input_ids=torch.tensor([generated])).logits[0].numpy()
+        reference_embeds = target.model.model.language_model.embed_tokens(torch.tensor([generated]))[0].numpy()
+    embeds = model.embed_tokens(generated)
+    comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("text", embeds[0], reference_embeds, logits=False)
+
+    # Prefill, then single steps past the window, with one verify-shaped chunk in the middle.
+    steps = [len(prompt_ids)] + [1] * (DECODE_STEPS // 2) + [VERIFY_CHUNK] + [1] * (DECODE_STEPS - DECODE_STEPS // 2 - 1)
+    cache = model.new_cache()
+    outputs, start = [], 0
+    for size in steps:
+        logits, _ = model.decode(embeds[:, start : start + size], cache)
+        outputs.append(logits)
+        start += size
+    comparisons[names[GraphRole.DECODER]].add("text", np.concatenate(outputs), reference_logits[:start], logits=True)
+
+
+def _multimodal_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
+    """text, <boi> 6 image soft tokens <eoi>, text, <boa> 5 audio soft tokens <eoa>, text."""
+    model, tokens = engine.model, engine.manifest.tokens
+    if GraphRole.VISION_EMBEDDER not in names or GraphRole.AUDIO_EMBEDDER not in names:
+        return
+    rng = np.random.default_rng(0)
+    # A 3x2 grid of model patches plus two padding patches (dropped before merging).
+    positions = np.array([[x, y] for y in range(2) for x in range(3)] + [[-1, -1]] * 2, dtype=np.int64)
+    pixels = rng.uniform(-1, 1, (len(positions), engine.manifest.model.vision_patch_dim)).astype(np.float32)
+    frames = rng.uniform(-0.5, 0.5, (5, engine.manifest.model.audio_frame_size)).astype(np.float32)
+    text = engine.encode("Describe")
+    ids = (
+        text
+        + [tokens.begin_image] + [tokens.image] * 6 + [tokens.end_image]
+        + engine.encode(" and")[1:]
+        + [tokens.begin_audio] + [tokens.audio] * 5 + [tokens.end_audio]
+        + engine.encode(" please:")[1:]
+    )  # fmt: skip
+    ids_array = np.array(ids)
+    type_ids = (ids_array == tokens.image).astype(np.int64)  # 1 marks vision soft tokens
+    input_ids = torch.tensor([ids])
+    with torch.no_grad():
+        # transformers 5.23 builds two different masks for the same prompt: forward() with
+        # mm_token_type_ids makes image blocks bidirectional on *every* layer, while generate()
+        # (create_masks_for_vision_model) keeps full-attention layers causal, as its docstring
+        # says Gemma 4 intends. The runtime follows generate(); so does this reference.
+        masks = type(target.model).create_masks_for_generate(
+            config=target.config,
+            inputs_embeds=torch.zeros(1, len(ids), engine.manifest.model.hidden_size),
+            attention_mask=None,
+            past_key_values=None,
+            position_ids=torch.arange(len(ids))[None],
+            mm_token_type_ids=torch.from_numpy(type_ids)[None],
+        )
+        output = target.model(
+            input_ids=input_ids,
+            attention_mask=masks,
+            pixel_values=torch.from_numpy(pixels)[None],
+            image_position_ids=torch.from_numpy(positions)[None],
+            input_features=torch.from_numpy(frames)[None],
+            input_features_mask=torch.ones(1, len(frames), dtype=torch.bool),
+        )
+        reference_image = target.model.model.get_image_features(
+            torch.from_numpy(pixels)[None], torch.from_numpy(positions)[None]
+        ).pooler_output[0].numpy()
+        reference_audio = target.model.model.embed_audio(torch.from_numpy(frames)[None])[0].numpy()
+
+    image_embeds = model.embed_image(pixels, positions)
+    audio_embeds = model.embed_audio(frames)
+    comparisons[names[GraphRole.VISION_EMBEDDER]].add("multimodal", image_embeds, reference_image, logits=False)
+    comparisons[names[GraphRole.AUDIO_EMBEDDER]].add("multimodal", audio_embeds, reference_audio, logits=False)
+
+    embeds = model.embed_tokens(ids).copy()
+    embeds[0, ids_array == tokens.image] = image_embeds
+    embeds[0, ids_array == tokens.audio] = audio_embeds
+    block_ids = np.where(ids_array == tokens.image, 0, -1)
+    logits, _ = model.decode(embeds, model.new_cache(), block_ids)
+    comparisons[names[GraphRole.DECODER]].add("multimodal", logits, output.logits[0].numpy(), logits=True)
+
+
+def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> Comparison:
+    """K chained drafter steps after a prompt longer than the sliding window, on reference states."""
+    model = engine.model
+    window = drafter.config.get_text_config().sliding_window
+    prompt_ids = engine.encode(VALIDATION_PROMPT * 3)
+    ids = torch.tensor([prompt_ids])
+    with torch.no_grad():
+        output = target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
+    shared = output.shared_kv_states
+    if not shared:
+        raise GemmaEdgeError("transformers returned no shared K/V for this target (no KV-shared layers); drafter validation needs them")
+    hidden = output.last_hidden_state[:, -1:]  # [1, 1, H]: predicted the last prompt token
+    position = len(prompt_ids) - 1  # the last prompt token's K/V is dropped: it plays the newest token
+    store_kv = {LayerType(kind): (k[:, :, :position], v[:, :, :position]) for kind, (k, v) in shared.items()}
+    # transformers' drafter attends to every sliding entry it is given: hand it exactly the
+    # window our graph's mask keeps, positions (position - window, position).
+    window_start = max(0, position - window + 1)
+    reference_kv = {
+        kind.value: (k[:, :, window_start:], v[:, :, window_start:]) if kind == LayerType.SLIDING else (k, v)
+        for kind, (k, v) in store_kv.items()
+    }
+    embed = target.model.model.language_model.embed_tokens
+    token = prompt_ids[-1]
+    ours_hidden = hidden.numpy()
+    ref_hidden = hidden
+    hidden_diff = Comparison()
+    for step in range(DRAFT_STEPS):
+        with torch.no_grad():
+            token_embed = embed(torch.tensor([[token]]))
+            reference = drafter.model(
+                inputs_embeds=torch.cat([token_embed, ref_hidden], dim=-1),
+                position_ids=torch.tensor([[position]]),
+                shared_kv_states=reference_kv,
+            )
+        logits, ours_hidden = model.draft_with_kv(
+            token_embed.numpy(), ours_hidden, position, {kind: (k.numpy(), v.numpy()) for kind, (k, v) in store_kv.items()}
+        )
+        comparisons[names[GraphRole.DRAFTER]].add("drafter", logits[None], reference.logits[0].numpy(), logits=True)
+        hidden_diff.add("drafter", ours_hidden, reference.last_hidden_state.numpy(), logits=False)
+        token = int(reference.logits[0, -1].argmax())
+        ref_hidden = reference.last_hidden_state
+        ours_hidden = reference.last_hidden_state.numpy()  # chain on reference states: isolates each step
+    return hidden_diff
+
+
+def _generation_check(engine: Engine, target: Checkpoint) -> dict:
+    prompt_ids = engine.encode(VALIDATION_PROMPT)
+    with torch.no_grad():
+        reference = target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=GENERATION_TOKENS, do_sample=False)
+    reference_tokens = reference[0, len(prompt_ids) :].tolist()
+    plain = engine.generate_ids(prompt_ids, GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=False))
+    result = {
+        "greedy_match": plain.token_ids == reference_tokens,
+        "new_tokens": len(reference_tokens),
+        "reference_token_ids": reference_tokens,
+        "runtime_token_ids": plain.token_ids,
+        "speculative_match": None,
+    }
+    if engine.model.has_drafter:
+        speculative = engine.generate_ids(prompt_ids, GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=True))
+        result["speculative_match"] = speculative.token_ids == reference_tokens
+        result["greedy_match"] = result["greedy_match"] and result["speculative_match"]
+    return result
+
+
+def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None = None) -> dict:
+    """Run every check; returns the `--json` document (field meanings: shared/INTERFACE.md)."""
+    engine = Engine(folder)
+    manifest = engine.manifest
+    target, drafter_checkpoint = _reference_checkpoints(manifest, checkpoint, drafter)
+    names = {spec.role: name for name, spec in manifest.graphs.items()}
+    comparisons = {name: Comparison() for name in manifest.graphs}
+
+    _text_case(engine, target, comparisons, names)
+    _multimodal_case(engine, target, comparisons, names)
+    extra = {}
+    if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
+        hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
+        extra["drafter_next_hidden_max_abs_diff"] = hidden.max_abs_diff
+
+    thresholds = FP32_THRESHOLDS
+    graphs = {name: comparison.report(manifest, name, thresholds) for name, comparison in comparisons.items()}
+    if "drafter_next_hidden_max_abs_diff" in extra and GraphRole.DRAFTER in names:
+        drafter_report = graphs[names[GraphRole.DRAFTER]]
+        drafter_report.passed = drafter_report.passed and extra["drafter_next_hidden_max_abs_diff"] <= thresholds.logits_max_abs_diff
+    generation = _generation_check(engine, target)
+    passed = all(report.passed for report in graphs.values()) and generation["greedy_match"]
+    return {
+        "passed": passed,
+        "graphs": {name: asdict(report) for name, report in graphs.items()},
+        "generation": generation,
+        "thresholds": asdict(thresholds),
+        **extra,
+    }
+
+
+def write_report(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,214 @@
+"""The `gemma-edge` command: a thin click group over typed library functions.
+
+`run` imports only the torch-free runtime; `export` and `validate` import the exporter
+lazily so a device-side install (numpy, onnxruntime, tokenizers) can run artifacts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gemma_edge.runtime.errors import GemmaEdgeError
+
+EXIT_INVALID = 2
+EXIT_VALIDATION_FAILED = 1
+
+ExistingDir = click.Path(path_type=Path, file_okay=False)
+OutputFile = click.Path(path_type=Path, dir_okay=False, writable=True)
+
+
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors become `error: ...` on stderr and exit 2; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except GemmaEdgeError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_INVALID)
+        except ModuleNotFoundError as error:
+            if error.name and error.name.split(".")[0] in {"torch", "transformers", "onnx", "onnxscript", "safetensors"}:
+                click.echo(
+                    f"error: this command needs {error.name}, part of the export extra; "
+                    "install it with: pip install 'gemma-edge[export]'",
+                    err=True,
+                )
+                sys.exit(EXIT_INVALID)
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gemma-edge")
+def main() -> None:
+    """Export Gemma 4 (gemma4_unified + its MTP drafter) to on-device graphs, check them
+    against transformers, and run them with speculative decoding.
+
+    \b
+    Quickstart (built-in reference model, nothing downloaded):
+      gemma-edge export --out artifacts/
+      gemma-edge validate artifacts/
+      gemma-edge run artifacts/ --prompt "def fibonacci(n):"
+    """
+
+
+@main.command()
+@click.argument("checkpoint", required=False, type=ExistingDir)
+@click.option("--drafter", type=ExistingDir, help="gemma4_unified_assistant folder (MTP drafter). Built-in model: its own drafter.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to create.")
+@click.option("--format", "format_", default="onnx", show_default=True, type=click.Choice(["onnx"]), help="Graph format.")
+@click.option("--quant", default="fp32", show_default=True, help="Quantization recipe name.")
+@click.option("--context-length", type=click.IntRange(min=2), help="Longest prompt+generation the artifacts accept [default: model limit, at most 8192].")
+@click.option("--force", is_flag=True, help="Replace --out if it already exists.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+@click.option("--json", "json_output", is_flag=True, help="Print the written manifest as JSON on stdout.")
+@_one_line_errors
+def export(
+    checkpoint: Path | None,
+    drafter: Path | None,
+    out: Path,
+    format_: str,
+    quant: str,
+    context_length: int | None,
+    force: bool,
+    quiet: bool,
+    json_output: bool,
+) -> None:
+    """Trace CHECKPOINT (a local gemma4_unified folder; default: the built-in reference
+    model) into ONNX graphs and write a self-describing artifact folder at --out.
+
+    The folder appears only when complete; an existing one is kept unless --force."""
+    from gemma_edge.exporter.export import ExportOptions
+    from gemma_edge.exporter.export import export as run_export
+
+    manifest = run_export(
+        ExportOptions(
+            out=out,
+            checkpoint=checkpoint,
+            drafter=drafter,
+            format=format_,
+            precision=quant,
+            context_length=context_length,
+            force=force,
+            show_progress=not quiet,
+        )
+    )
+    if json_output:
+        click.echo(manifest.to_json(), nl=False)
+    elif not quiet:
+        graphs = ", ".join(manifest.graphs)
+        click.echo(f"wrote {out} ({graphs}; context {manifest.model.context_length} tokens)", err=True)
+
+
+@main.command()
+@click.argument("artifacts", type=ExistingDir)
+@click.option("--json", "json_file", type=OutputFile, help="Write the full report as JSON to this file.")
+@click.option("--checkpoint", type=ExistingDir, help="Reference checkpoint, if it moved since export.")
+@click.option("--drafter", type=ExistingDir, help="Reference drafter, if it moved since export.")
+@_one_line_errors
+def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, drafter: Path | None) -> None:
+    """Check every graph in ARTIFACTS against the transformers reference.
+
+    Exit status 0 only when every graph meets its thresholds and greedy generation
+    matches transformers' generate()."""
+    from gemma_edge.exporter.validate import validate as run_validate
+    from gemma_edge.exporter.validate import write_report
+
+    report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter)
+    if json_file is not None:
+        write_report(report, json_file)
+    click.echo(f"{'graph':<18}{'format':<8}{'precision':<10}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
+    for name, graph in report["graphs"].items():
+        top1 = "-" if graph["top1_agreement"] is None else f"{graph['top1_agreement']:.2%}"
+        kl = "-" if graph["kl_mean"] is None else f"{graph['kl_mean']:.2e}"
+        verdict = "pass" if graph["passed"] else "FAIL"
+        click.echo(f"{name:<18}{graph['format']:<8}{graph['precision']:<10}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
+    generation = report["generation"]
+    click.echo(
+        f"greedy generation vs transformers ({generation['new_tokens']} tokens): "
+        f"{'match' if generation['greedy_match'] else 'MISMATCH'}"
+    )
+    click.echo("passed" if report["passed"] else "FAILED")
+    if not report["passed"]:
+        sys.exit(EXIT_VALIDATION_FAILED)
+
+
+@main.command()
+@click.argument("artifacts", type=ExistingDir)
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0), help="0 = no top-k cut.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(min=0.0, max=1.0, min_open=True))
+@click.option("--seed", type=int, help="Seed for sampling (and speculative acceptance).")
+@click.option("--no-speculative", is_flag=True, help="Plain decoding, no MTP drafter.")
+@click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step [default: the drafter's num_assistant_tokens].")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime"]))
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: all available].")
+@click.option("--stats-json", type=OutputFile, help="Write generation statistics as JSON to this file.")
+@click.option("--quiet", is_flag=True, help="Print only the generated text.")
+@_one_line_errors
+def run(
+    artifacts: Path,
+    prompt: str,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+    no_speculative: bool,
+    draft_tokens: int | None,
+    backend: str,
+    threads: int | None,
+    stats_json: Path | None,
+    quiet: bool,
+) -> None:
+    """Generate a continuation of --prompt with the graphs in ARTIFACTS, streaming it to
+    stdout. MTP speculative decoding is on when the artifacts include a drafter."""
+    from gemma_edge.runtime.engine import Engine
+    from gemma_edge.runtime.generate import GenerationConfig
+    from gemma_edge.runtime.sampling import SamplingConfig
+
+    engine = Engine(artifacts, backend=backend, threads=threads)
+    if not no_speculative and not engine.model.has_drafter and not quiet:
+        click.echo("note: these artifacts have no drafter graph; decoding without speculation", err=True)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        sampling=SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p),
+        seed=seed,
+        speculative=not no_speculative,
+        draft_tokens=draft_tokens,
+    )
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    result = engine.run(prompt, config, on_text=write)
+    sys.stdout.write("\n")
+    stats = result.stats()
+    if stats_json is not None:
+        stats_json.write_text(json.dumps(stats, indent=2) + "\n")
+    if not quiet:
+        line = f"[{stats['new_tokens']} tokens, prefill {stats['prefill_tokens_per_second'] or 0:.1f} tok/s"
+        if stats["decode_tokens_per_second"] is not None:
+            line += f", decode {stats['decode_tokens_per_second']:.1f} tok/s"
+        if stats["speculative"]:
+            line += f", K={stats['draft_tokens']}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
+        click.echo(line + f", {stats['backend']}]", err=True)
+
+
+if __name__ == "__main__":
+    main()
