@@ -7,7 +7,6 @@ user can cause is refused with one line naming the problem and the fix.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +78,12 @@ def _check_folder(folder: Path, expected_model_type: str, what: str) -> dict:
 
 def _from_pretrained(model_class: type, folder: Path, what: str) -> nn.Module:
     """Load with transformers (safetensors only, offline) and refuse any unknown or missing tensor."""
-    # transformers reports key mismatches through its logger and progress bars; we report them ourselves.
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    # transformers reports key mismatches through its logger and a progress bar; we report them
+    # ourselves, as one line.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

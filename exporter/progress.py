@@ -1,4 +1,8 @@
-"""Stage-by-stage progress on stderr: what runs now, and how long each stage took."""
+"""Stage-by-stage progress on stderr: what runs now, and how long each stage took.
+
+On a terminal the running stage is shown while it runs and erased if it fails, so that a
+refusal stays the single `error: ...` line; elsewhere only finished stages are logged.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+ERASE_LINE = "\r\033[K"
+
 
 class StageProgress:
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool = True):
@@ -15,20 +21,24 @@ class StageProgress:
         self.done = 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
+        self.live = enabled and self.stream.isatty()
 
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
         self.done += 1
+        label = f"[{self.done}/{self.total}] {title}"
         started = time.perf_counter()
-        if self.enabled:
-            self.stream.write(f"[{self.done}/{self.total}] {title} ...")
+        if self.live:
+            self.stream.write(f"{label} ...")
             self.stream.flush()
         try:
             yield
         except BaseException:
-            if self.enabled:
-                self.stream.write(" failed\n")
+            if self.live:
+                self.stream.write(ERASE_LINE)
+                self.stream.flush()
             raise
         if self.enabled:
-            self.stream.write(f" done ({time.perf_counter() - started:.1f}s)\n")
+            prefix = ERASE_LINE if self.live else ""
+            self.stream.write(f"{prefix}{label} ... done ({time.perf_counter() - started:.1f}s)\n")
             self.stream.flush()

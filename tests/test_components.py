@@ -1,0 +1,176 @@
+"""Each export-friendly module against the transformers module it stands for (in torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gemma_edge.exporter.components.decoder_step import DecoderStep
+from gemma_edge.exporter.components.drafter_step import DrafterStep
+from gemma_edge.exporter.components.embedders import AudioEmbedder, TokenEmbedder, VisionEmbedder
+from gemma_edge.exporter.layout import cache_layers, store_layers
+from gemma_edge.runtime.manifest import LayerType
+from gemma_edge.runtime.masks import decoder_masks, drafter_masks
+
+TOLERANCE = 1e-4
+
+
+def _decoder(target):  # noqa: ANN001, ANN202
+    text = target.config.get_text_config()
+    return DecoderStep(target.model, cache_layers(text), store_layers(text)).eval(), text
+
+
+def _run_chunks(step: DecoderStep, text, embeds: torch.Tensor, chunks: list[int], block_ids=None):  # noqa: ANN001, ANN202
+    """Feed embeds [1, T, H] in chunks through the step with a growing cache; returns
+    (logits [T, V], hidden [T, H], final present K/V list)."""
+    past = [torch.zeros(1, c.num_kv_heads, 0, c.head_dim) for c in cache_layers(text) for _ in range(2)]
+    logits, hidden, start = [], [], 0
+    for size in chunks:
+        positions = np.arange(start, start + size)
+        mask_full, mask_sliding = decoder_masks(positions, start + size, text.sliding_window, block_ids)
+        with torch.no_grad():
+            out = step(
+                embeds[:, start : start + size],
+                torch.from_numpy(positions)[None],
+                torch.from_numpy(mask_full),
+                torch.from_numpy(mask_sliding),
+                *past,
+            )
+        logits.append(out[0][0])
+        hidden.append(out[1][0])
+        past = list(out[2:])
+        start += size
+    return torch.cat(logits), torch.cat(hidden), past
+
+
+def test_decoder_step_matches_transformers_across_the_window(reference_target) -> None:  # noqa: ANN001
+    step, text = _decoder(reference_target)
+    ids = torch.randint(11, text.vocab_size, (1, 45), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = reference_target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
+        reference_logits = reference_target.model(input_ids=ids).logits[0]
+        embeds = reference_target.model.model.language_model.embed_tokens(ids)
+    # prefill 10, 20 single steps (past the 16-token window), a 5-token verify-shaped step, 10 singles
+    logits, hidden, past = _run_chunks(step, text, embeds, [10] + [1] * 20 + [5] + [1] * 10)
+    assert torch.allclose(logits, reference_logits, atol=TOLERANCE), (logits - reference_logits).abs().max()
+    assert torch.allclose(hidden, reference.last_hidden_state[0], atol=TOLERANCE)
+    # The store layers' caches are exactly the K/V transformers shares with KV-shared layers.
+    layers = [c.layer for c in cache_layers(text)]
+    for layer_type, layer in store_layers(text).items():
+        key, value = reference.shared_kv_states[layer_type.value]
+        index = layers.index(layer)
+        assert torch.allclose(past[2 * index], key, atol=TOLERANCE)
+        assert torch.allclose(past[2 * index + 1], value, atol=TOLERANCE)
+
+
+def test_decoder_step_image_block_matches_transformers_generate_masks(reference_target) -> None:  # noqa: ANN001
+    step, text = _decoder(reference_target)
+    ids = torch.randint(11, text.vocab_size, (1, 20), generator=torch.Generator().manual_seed(1))
+    type_ids = torch.zeros_like(ids)
+    type_ids[0, 4:13] = 1  # one image of 9 soft tokens
+    embeds = reference_target.model.model.language_model.embed_tokens(ids).detach()
+    with torch.no_grad():
+        masks = type(reference_target.model).create_masks_for_generate(
+            config=reference_target.config,
+            inputs_embeds=embeds,
+            attention_mask=None,
+            past_key_values=None,
+            position_ids=torch.arange(20)[None],
+            mm_token_type_ids=type_ids,
+        )
+        reference = reference_target.model.model.language_model(inputs_embeds=embeds, attention_mask=masks)
+        causal_only = reference_target.model.model.language_model(inputs_embeds=embeds)
+    block_ids = np.where(type_ids[0].numpy() == 1, 0, -1)
+    _, hidden, _ = _run_chunks(step, text, embeds, [20], block_ids)
+    assert torch.allclose(hidden, reference.last_hidden_state[0], atol=TOLERANCE)
+    # ...and the block really changes the result (the mask is not silently causal).
+    assert not torch.allclose(hidden, causal_only.last_hidden_state[0], atol=TOLERANCE)
+
+
+def _drafter_reference_inputs(target, drafter, kv_length: int):  # noqa: ANN001, ANN202
+    text = target.config.get_text_config()
+    ids = torch.randint(11, text.vocab_size, (1, kv_length), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
+    store_kv = {LayerType(kind): kv for kind, kv in out.shared_kv_states.items()}
+    token_embed = target.model.model.language_model.embed_tokens(torch.tensor([[57]]))
+    return store_kv, token_embed.detach(), out.last_hidden_state[:, -1:]
+
+
+@pytest.mark.parametrize("kv_length", [9, 30])  # inside and past the sliding window
+def test_drafter_step_matches_transformers(reference_target, reference_drafter, kv_length: int) -> None:  # noqa: ANN001
+    window = reference_drafter.config.get_text_config().sliding_window
+    store_kv, token_embed, hidden = _drafter_reference_inputs(reference_target, reference_drafter, kv_length)
+    step = DrafterStep(reference_drafter.model).eval()
+    mask_full, mask_sliding = drafter_masks(kv_length, kv_length, window)
+    kv_inputs = [tensor for layer_type in step.cache_types for tensor in store_kv[layer_type]]
+    with torch.no_grad():
+        logits, next_hidden = step(
+            token_embed, hidden, torch.tensor([[kv_length]]), torch.from_numpy(mask_full), torch.from_numpy(mask_sliding), *kv_inputs
+        )
+        # transformers' drafter attends to all sliding K/V it is handed: give it our window.
+        start = max(0, kv_length - window + 1)
+        shared = {
+            kind.value: (k[:, :, start:], v[:, :, start:]) if kind == LayerType.SLIDING else (k, v)
+            for kind, (k, v) in store_kv.items()
+        }
+        reference = reference_drafter.model(
+            inputs_embeds=torch.cat([token_embed, hidden], -1), position_ids=torch.tensor([[kv_length]]), shared_kv_states=shared
+        )
+    assert torch.allclose(logits, reference.logits, atol=TOLERANCE)
+    assert torch.allclose(next_hidden, reference.last_hidden_state, atol=TOLERANCE)
+
+
+def test_drafter_step_ordered_embedding_head_matches_transformers(reference_target) -> None:  # noqa: ANN001
+    """The centroid head (.item() upstream) rewritten traceably gives the same numbers."""
+    from transformers.models.gemma4_unified_assistant import (
+        Gemma4UnifiedAssistantConfig,
+        Gemma4UnifiedAssistantForCausalLM,
+    )
+
+    from gemma_edge.exporter.checkpoint import Checkpoint
+    from gemma_edge.exporter.hf_patches import apply_transformers_patches
+    from gemma_edge.exporter.reference_model import drafter_config_dict
+
+    apply_transformers_patches()
+    torch.manual_seed(3)
+    config = Gemma4UnifiedAssistantConfig(
+        **{**drafter_config_dict(), "use_ordered_embeddings": True, "num_centroids": 16, "centroid_intermediate_top_k": 4}
+    )
+    model = Gemma4UnifiedAssistantForCausalLM(config).eval()
+    model.masked_embedding.token_ordering.copy_(torch.randperm(config.text_config.vocab_size))
+    drafter = Checkpoint(folder=None, model=model, generation_config={})  # type: ignore[arg-type]
+    store_kv, token_embed, hidden = _drafter_reference_inputs(reference_target, drafter, 12)
+    step = DrafterStep(model).eval()
+    mask_full, mask_sliding = drafter_masks(12, 12, config.text_config.sliding_window)
+    with torch.no_grad():
+        logits, _ = step(
+            token_embed,
+            hidden,
+            torch.tensor([[12]]),
+            torch.from_numpy(mask_full),
+            torch.from_numpy(mask_sliding),
+            *[tensor for layer_type in step.cache_types for tensor in store_kv[layer_type]],
+        )
+        reference = model(
+            inputs_embeds=torch.cat([token_embed, hidden], -1),
+            position_ids=torch.tensor([[12]]),
+            shared_kv_states={kind.value: kv for kind, kv in store_kv.items()},
+        )
+    assert torch.allclose(logits, reference.logits, atol=TOLERANCE)
+    assert int(logits.argmax()) == int(reference.logits.argmax())
+
+
+def test_embedders_match_transformers(reference_target) -> None:  # noqa: ANN001
+    model = reference_target.model.model
+    ids = torch.tensor([[2, 40, 41, 900]])
+    with torch.no_grad():
+        assert torch.equal(TokenEmbedder(model.language_model.embed_tokens)(ids), model.language_model.embed_tokens(ids))
+        pixels = torch.rand(1, 5, 6912) * 2 - 1
+        positions = torch.tensor([[[0, 0], [1, 0], [0, 1], [1, 1], [-1, -1]]])
+        ours = VisionEmbedder(model.embed_vision)(pixels, positions)
+        reference = model.get_image_features(pixels, positions).pooler_output[0]
+        assert torch.allclose(ours[0, :4], reference, atol=TOLERANCE)  # padding row dropped upstream
+        frames = torch.rand(1, 7, 640) - 0.5
+        assert torch.allclose(AudioEmbedder(model.embed_audio)(frames), model.embed_audio(frames), atol=TOLERANCE)

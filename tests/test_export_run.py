@@ -1,0 +1,134 @@
+"""End to end: export -> manifest -> validate -> run, and the refusals around artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import assert_one_line_error, invoke
+
+from gemma_edge.exporter import export as export_module
+from gemma_edge.exporter.export import ExportOptions, export
+from gemma_edge.runtime.manifest import GraphRole, load_manifest, sha256_of
+
+PROMPT = "def fibonacci(n):"
+
+
+def _run(artifacts: Path, stats: Path, *extra: str) -> dict:
+    result = invoke("run", str(artifacts), "--prompt", PROMPT, "--max-new-tokens", "24", "--stats-json", str(stats), *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(stats.read_text())
+
+
+def test_manifest_describes_every_graph_with_checksums(artifacts: Path) -> None:
+    manifest = load_manifest(artifacts)
+    assert {spec.role for spec in manifest.graphs.values()} == set(GraphRole)
+    for relative, digest in manifest.files.items():
+        assert sha256_of(artifacts / relative) == digest
+    decoder = manifest.graph(GraphRole.DECODER)
+    assert decoder.precision == "fp32" and decoder.format == "onnx"
+    cache_inputs = [name for name in decoder.input_names() if name.startswith("past_")]
+    assert len(cache_inputs) == 2 * len(manifest.model.cache_layers) == 10  # 3 of 8 layers are KV-shared
+    assert manifest.drafter is not None and manifest.drafter.num_assistant_tokens == 4
+    assert not [p for p in artifacts.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+
+def test_validate_passes_within_fp32_thresholds(artifacts: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "r.json"
+    result = invoke("validate", str(artifacts), "--json", str(report_path))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is True
+    assert set(report["graphs"]) == {"token_embedder", "decoder", "drafter", "vision_embedder", "audio_embedder"}
+    for name, graph in report["graphs"].items():
+        assert graph["passed"] and graph["format"] == "onnx" and graph["precision"] == "fp32", name
+    for name in ("decoder", "drafter"):
+        assert report["graphs"][name]["max_abs_diff"] <= 1e-3
+        assert report["graphs"][name]["top1_agreement"] == 1.0
+        assert report["graphs"][name]["kl_mean"] < 1e-6
+    assert report["graphs"]["decoder"]["cases"] == ["text", "multimodal"]
+    assert report["graphs"]["token_embedder"]["top1_agreement"] is None
+    assert report["generation"]["greedy_match"] is True
+    assert report["generation"]["speculative_match"] is True
+
+
+def test_greedy_text_is_the_same_with_and_without_speculation(artifacts: Path, tmp_path: Path) -> None:
+    speculative = _run(artifacts, tmp_path / "a.json", "--temperature", "0")
+    plain = _run(artifacts, tmp_path / "b.json", "--temperature", "0", "--no-speculative")
+    assert speculative["token_ids"] == plain["token_ids"] and speculative["text"] == plain["text"]
+    assert speculative["speculative"] is True and plain["speculative"] is False
+    assert speculative["draft_tokens"] == 4 and plain["draft_tokens"] is None
+    assert plain["acceptance_rate"] is None and plain["mean_accepted_per_step"] is None
+    assert 0.0 <= speculative["acceptance_rate"] <= 1.0
+    assert 1.0 <= speculative["mean_accepted_per_step"] <= 5.0
+    assert speculative["new_tokens"] == len(speculative["token_ids"]) == 24
+    assert speculative["prompt_tokens"] == speculative["prefill_tokens"] > 1
+    assert speculative["backend"] == "onnxruntime"
+
+
+def test_draft_tokens_override_and_seeded_sampling(artifacts: Path, tmp_path: Path) -> None:
+    first = _run(artifacts, tmp_path / "a.json", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", "7", "--draft-tokens", "2")
+    again = _run(artifacts, tmp_path / "b.json", "--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--seed", "7", "--draft-tokens", "2")
+    assert first["draft_tokens"] == 2
+    assert first["token_ids"] == again["token_ids"]
+
+
+def test_tampered_artifact_is_refused(artifacts: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(artifacts, copy)
+    with open(copy / "decoder.onnx", "r+b") as handle:
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert_one_line_error(invoke("run", str(copy), "--prompt", PROMPT), "decoder.onnx", "sha256")
+
+
+def test_missing_manifest_is_refused(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("run", str(tmp_path), "--prompt", PROMPT), "manifest.json")
+
+
+def test_existing_out_is_refused_without_force(artifacts: Path) -> None:
+    before = load_manifest(artifacts).files
+    assert_one_line_error(invoke("export", "--out", str(artifacts), "--quiet"), "already exists", "--force")
+    assert load_manifest(artifacts).files == before
+
+
+def test_prompt_longer_than_the_context_is_refused(artifacts: Path) -> None:
+    context = load_manifest(artifacts).model.context_length
+    result = invoke("run", str(artifacts), "--prompt", " x" * (context + 10))
+    assert_one_line_error(result, "context", "--context-length")
+
+
+def test_failed_export_leaves_no_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = []
+
+    def failing_writer(*args: object) -> None:
+        calls.append(args)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(export_module, "write_onnx", failing_writer)
+    with pytest.raises(RuntimeError):
+        export(ExportOptions(out=tmp_path / "out", show_progress=False))
+    assert calls and list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_without_drafter_replaces_folder_with_force(tiny_checkpoints: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("old export")
+    result = invoke("export", str(tiny_checkpoints / "target"), "--out", str(out), "--force", "--context-length", "64", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    assert not (out / "stale.txt").exists()
+    manifest = load_manifest(out)
+    assert manifest.drafter is None and manifest.graph(GraphRole.DRAFTER) is None
+    assert manifest.model.context_length == 64
+    assert manifest.source["checkpoint"] == str((tiny_checkpoints / "target").resolve())
+
+    run = invoke("run", str(out), "--prompt", PROMPT, "--max-new-tokens", "8", "--stats-json", str(tmp_path / "s.json"))
+    assert run.exit_code == 0, run.stderr
+    assert run.stderr.count("no drafter") == 1
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["speculative"] is False and stats["new_tokens"] == 8
