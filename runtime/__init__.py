@@ -1,1 +1,1 @@
-"""x"""
+"""Device-side runtime: numpy, onnxruntime and tokenizers only (never torch)."""

@@ -1,1 +1,1 @@
-"""x"""
+"""Device profiles (memory budgets, backends, preferred recipes). Empty until the device-targets work lands."""
