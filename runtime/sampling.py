@@ -10,12 +10,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import GemmaEdgeError
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 0.0  # 0 means greedy
     top_k: int = 0  # 0 keeps every token
     top_p: float = 1.0  # 1 keeps every token
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.top_p <= 1.0:
+            raise GemmaEdgeError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise GemmaEdgeError(f"top_k must be >= 0, got {self.top_k}")
 
     @property
     def greedy(self) -> bool:
@@ -36,7 +44,8 @@ def probabilities(logits: np.ndarray, config: SamplingConfig) -> np.ndarray:
     probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     if config.top_p < 1.0:
-        order = np.argsort(-probs, axis=-1)
+        # Order by logit, not probability: exp() can tie logits that differ, and the argmax must survive.
+        order = np.argsort(-scaled, axis=-1, kind="stable")
         sorted_probs = np.take_along_axis(probs, order, axis=-1)
         # Keep the smallest prefix whose mass reaches top_p (the token crossing it included).
         mass_before = np.cumsum(sorted_probs, axis=-1) - sorted_probs

@@ -191,3 +191,12 @@ def test_sample_is_reproducible_with_a_seed() -> None:
     draws_a = [sample(MASSES, rng_a) for _ in range(50)]
     assert draws_a == [sample(MASSES, rng_b) for _ in range(50)]
     assert len(set(draws_a)) > 1  # and it does vary from draw to draw
+
+
+def test_sampling_config_refuses_empty_nucleus_and_negative_top_k() -> None:
+    from gemma_edge.runtime.errors import GemmaEdgeError
+
+    with pytest.raises(GemmaEdgeError, match="top_p"):
+        SamplingConfig(temperature=1.0, top_p=0.0)
+    with pytest.raises(GemmaEdgeError, match="top_k"):
+        SamplingConfig(temperature=1.0, top_k=-1)
