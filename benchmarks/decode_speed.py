@@ -54,9 +54,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from gemma_edge.runtime.engine import Engine
 
 DEFAULT_PROMPT = "def fibonacci(n):"
 RUNTIME_MTP = "runtime-mtp"
@@ -161,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def quiet_libraries() -> None:
     """Progress bars and registration warnings from the export and transformers would bury the table."""
+    import torch  # noqa: F401 - torch configures its loggers on import; quiet them afterwards
+
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -229,7 +237,7 @@ def _cpu_model() -> str:
 # ----------------------------------------------------------------------------- measurements
 
 
-def runtime_sample(engine: Any, prompt: str, max_new_tokens: int, speculative: bool) -> Sample:
+def runtime_sample(engine: Engine, prompt: str, max_new_tokens: int, speculative: bool) -> Sample:
     """One `Engine.run`; the timing is the runtime's own decode_tokens_per_second."""
     from gemma_edge.runtime.generate import GenerationConfig
 
@@ -258,7 +266,7 @@ class _TokenClock:
         self.prompt_seen = False
         self.times: list[float] = []
 
-    def put(self, value: Any) -> None:
+    def put(self, value: torch.Tensor) -> None:
         now = time.perf_counter()
         if not self.prompt_seen:
             self.prompt_seen = True
@@ -269,7 +277,9 @@ class _TokenClock:
         pass
 
 
-def _hf_generate(model: Any, input_ids: Any, max_new_tokens: int, streamer: Any = None) -> tuple[list[int], float]:
+def _hf_generate(
+    model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int, streamer: _TokenClock | None = None
+) -> tuple[list[int], float]:
     """Greedy generate; returns the new token ids and the wall time of the whole call."""
     import torch
 
@@ -286,7 +296,7 @@ def _hf_generate(model: Any, input_ids: Any, max_new_tokens: int, streamer: Any 
     return output[0, input_ids.shape[1] :].tolist(), seconds
 
 
-def transformers_sample(model: Any, input_ids: Any, max_new_tokens: int) -> Sample:
+def transformers_sample(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int) -> Sample:
     """One N-token generate timed by the streamer, plus the subtraction cross-check.
 
     Primary (same definition as the runtime): (tokens - 1) / (time of the last streamed token -
@@ -312,7 +322,7 @@ def transformers_sample(model: Any, input_ids: Any, max_new_tokens: int) -> Samp
     )
 
 
-def build_runners(engine: Any, model: Any, prompt: str, max_new_tokens: int) -> dict[str, Callable[[], Sample]]:
+def build_runners(engine: Engine, model: nn.Module, prompt: str, max_new_tokens: int) -> dict[str, Callable[[], Sample]]:
     """One zero-argument callable per configuration, all on the same prompt ids."""
     import torch
 

@@ -1,21 +1,19 @@
-"""The built-in reference model: a tiny `gemma4_unified` target and its MTP drafter.
+"""Reference models: small `gemma4_unified` targets with their MTP drafters, in the HF layout.
 
-It ships inside the package in the real Hugging Face layout so that `gemma-edge export`
-works on a fresh machine with nothing downloaded, and it exercises every architectural
-feature the 12B has: sliding and full layers with different head dims and RoPE
-(default vs proportional/partial), single-KV-head full layers with `attention_k_eq_v`,
-KV-shared layers, final logit softcapping, tied embeddings, and the encoder-free vision
-and audio embedders.
-
-Rebuild it (deterministic; weights are seeded random until the training issue lands):
-
-    python -m gemma_edge.exporter.reference_model [OUT_DIR]
+Two shapes. TRAINED is the built-in model that ships in exporter/builtin/ so `gemma-edge
+export` works offline; it is trained on CPU by `python -m gemma_edge.exporter.training.build`.
+TINY is the tests' model with seeded random weights (`python -m gemma_edge.exporter.reference_model DIR`).
+Both exercise every architectural feature the 12B has: sliding and full layers with
+different head dims and RoPE (default vs proportional/partial), single-KV-head full layers
+with `attention_k_eq_v`, KV-shared layers, final logit softcapping, tied embeddings, and
+the encoder-free vision and audio embedders.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -37,46 +35,78 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<video_soft_token>",
 )
 TOKEN_ID = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-VOCAB_SIZE = 1024
 SEED = 0
-
-# Sliding window small enough that the validation's 32+ decode steps cross it.
-SLIDING_WINDOW = 16
-LAYER_TYPES = (
-    "sliding_attention",
-    "sliding_attention",
-    "full_attention",
-    "sliding_attention",
-    "sliding_attention",
-    "full_attention",
-    "sliding_attention",
-    "full_attention",
-)
-NUM_KV_SHARED_LAYERS = 3  # layers 5, 6, 7 reuse the K/V of layers 2 (full) and 4 (sliding)
+LAYER_TYPE_NAMES = {"S": "sliding_attention", "F": "full_attention"}
 
 
-def target_config_dict() -> dict:
-    """config.json of the built-in target, in the layout transformers writes."""
+@dataclass(frozen=True)
+class ReferenceShape:
+    """The sizes of a reference target and its drafter. Both shapes keep every feature of the
+    12B: sliding/full layers with different head dims, single-KV-head k_eq_v full layers,
+    KV-shared layers, softcapping, vision and audio embedders."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    global_head_dim: int
+    layer_pattern: str  # "S"/"F" per layer; the last must be "F"
+    num_kv_shared_layers: int
+    sliding_window: int
+    max_positions: int
+    mm_embed_dim: int
+    drafter_hidden_size: int
+    drafter_intermediate_size: int
+    drafter_heads: int
+    initializer_range: float
+
+
+# Tests: random weights, tiny, a sliding window small enough that short sequences cross it.
+# Layers 5, 6, 7 reuse the K/V of layers 2 (full) and 4 (sliding).
+TINY = ReferenceShape(
+    vocab_size=1024, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
+    global_head_dim=32, layer_pattern="SSFSSFSF", num_kv_shared_layers=3, sliding_window=16,
+    max_positions=512, mm_embed_dim=32, drafter_hidden_size=32, drafter_intermediate_size=64,
+    drafter_heads=2, initializer_range=0.05,
+)  # fmt: skip
+
+# The shipped, trained reference model (exporter/training/build.py). ~10M parameters.
+TRAINED = ReferenceShape(
+    vocab_size=4096, hidden_size=256, intermediate_size=768, num_heads=4, num_kv_heads=2, head_dim=64,
+    global_head_dim=128, layer_pattern="SSSFSSSF", num_kv_shared_layers=2, sliding_window=128,
+    max_positions=2048, mm_embed_dim=64, drafter_hidden_size=128, drafter_intermediate_size=512,
+    drafter_heads=2, initializer_range=0.02,
+)  # fmt: skip
+
+
+def _special_ids() -> dict:
+    return {"pad_token_id": TOKEN_ID["<pad>"], "eos_token_id": TOKEN_ID["<eos>"], "bos_token_id": TOKEN_ID["<bos>"]}
+
+
+def target_config_dict(shape: ReferenceShape = TINY) -> dict:
+    """config.json of a reference target, in the layout transformers writes."""
     return {
         "model_type": "gemma4_unified",
         "architectures": ["Gemma4UnifiedForConditionalGeneration"],
         "text_config": {
             "model_type": "gemma4_unified_text",
-            "vocab_size": VOCAB_SIZE,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": len(LAYER_TYPES),
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "global_head_dim": 32,
+            "vocab_size": shape.vocab_size,
+            "hidden_size": shape.hidden_size,
+            "intermediate_size": shape.intermediate_size,
+            "num_hidden_layers": len(shape.layer_pattern),
+            "num_attention_heads": shape.num_heads,
+            "num_key_value_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim,
+            "global_head_dim": shape.global_head_dim,
             "num_global_key_value_heads": 1,
             "attention_k_eq_v": True,
-            "layer_types": list(LAYER_TYPES),
-            "sliding_window": SLIDING_WINDOW,
-            "num_kv_shared_layers": NUM_KV_SHARED_LAYERS,
+            "layer_types": [LAYER_TYPE_NAMES[kind] for kind in shape.layer_pattern],
+            "sliding_window": shape.sliding_window,
+            "num_kv_shared_layers": shape.num_kv_shared_layers,
             "final_logit_softcapping": 30.0,
-            "max_position_embeddings": 512,
+            "max_position_embeddings": shape.max_positions,
             "rope_parameters": {
                 "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                 "full_attention": {
@@ -87,16 +117,14 @@ def target_config_dict() -> dict:
             },
             "use_bidirectional_attention": "vision",
             "tie_word_embeddings": True,
-            "pad_token_id": TOKEN_ID["<pad>"],
-            "eos_token_id": TOKEN_ID["<eos>"],
-            "bos_token_id": TOKEN_ID["<bos>"],
-            "initializer_range": 0.05,
+            "initializer_range": shape.initializer_range,
+            **_special_ids(),
         },
         "vision_config": {
             "model_type": "gemma4_unified_vision",
-            "mm_embed_dim": 32,
+            "mm_embed_dim": shape.mm_embed_dim,
             "mm_posemb_size": 64,
-            "output_proj_dims": 32,
+            "output_proj_dims": shape.mm_embed_dim,
         },
         "audio_config": {"model_type": "gemma4_unified_audio"},
         "boi_token_id": TOKEN_ID["<start_of_image>"],
@@ -107,39 +135,37 @@ def target_config_dict() -> dict:
         "eoa_token_index": TOKEN_ID["<end_of_audio>"],
         "audio_token_id": TOKEN_ID["<audio_soft_token>"],
         "tie_word_embeddings": True,
-        "initializer_range": 0.05,
+        "initializer_range": shape.initializer_range,
     }
 
 
-def drafter_config_dict() -> dict:
-    """config.json of the built-in MTP drafter: one layer per target cache type."""
+def drafter_config_dict(shape: ReferenceShape = TINY) -> dict:
+    """config.json of the MTP drafter: one layer per target cache type (sliding, then full)."""
     return {
         "model_type": "gemma4_unified_assistant",
         "architectures": ["Gemma4UnifiedAssistantForCausalLM"],
-        "backbone_hidden_size": 64,
+        "backbone_hidden_size": shape.hidden_size,
         "use_ordered_embeddings": False,
         "tie_word_embeddings": True,
         "text_config": {
             "model_type": "gemma4_unified_text",
-            "vocab_size": VOCAB_SIZE,
-            "hidden_size": 32,
-            "intermediate_size": 64,
+            "vocab_size": shape.vocab_size,
+            "hidden_size": shape.drafter_hidden_size,
+            "intermediate_size": shape.drafter_intermediate_size,
             "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "head_dim": 16,
-            "global_head_dim": 32,
+            "num_attention_heads": shape.drafter_heads,
+            "num_key_value_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim,
+            "global_head_dim": shape.global_head_dim,
             "num_global_key_value_heads": 1,
             "attention_k_eq_v": True,
             "layer_types": ["sliding_attention", "full_attention"],
-            "sliding_window": SLIDING_WINDOW,
+            "sliding_window": shape.sliding_window,
             "num_kv_shared_layers": 2,
-            "max_position_embeddings": 512,
+            "max_position_embeddings": shape.max_positions,
             "tie_word_embeddings": True,
-            "pad_token_id": TOKEN_ID["<pad>"],
-            "eos_token_id": TOKEN_ID["<eos>"],
-            "bos_token_id": TOKEN_ID["<bos>"],
-            "initializer_range": 0.05,
+            "initializer_range": shape.initializer_range,
+            **_special_ids(),
         },
     }
 
@@ -156,7 +182,7 @@ def generation_config_dict(num_assistant_tokens: int | None = None) -> dict:
 
 
 def tokenizer_corpus() -> list[str]:
-    """A fixed list of standard-library sources: present on every Python, same bytes."""
+    """A fixed list of standard-library sources for the tiny test model's tokenizer."""
     import importlib
     import inspect
 
@@ -164,28 +190,8 @@ def tokenizer_corpus() -> list[str]:
     return [inspect.getsource(importlib.import_module(name)) for name in names]
 
 
-def build_tokenizer() -> "object":
-    """A byte-level BPE with the Gemma 4 special tokens at fixed ids 0..10."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", TOKEN_ID["<bos>"])]
-    )
-    return tokenizer
-
-
-def write_reference_model(out_dir: Path) -> None:
-    """Write target/ and drafter/ folders (config, safetensors, tokenizer, generation config)."""
+def new_models(shape: ReferenceShape, seed: int = SEED) -> tuple["object", "object"]:
+    """Seeded random target and drafter (transformers modules, eval mode, fp32)."""
     import torch
     from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
     from transformers.models.gemma4_unified_assistant import (
@@ -196,34 +202,52 @@ def write_reference_model(out_dir: Path) -> None:
     from .hf_patches import apply_transformers_patches
 
     apply_transformers_patches()
-    target_dir, drafter_dir = out_dir / "target", out_dir / "drafter"
-    tokenizer = build_tokenizer()
-    if tokenizer.get_vocab_size() != VOCAB_SIZE:
-        raise RuntimeError(f"tokenizer has {tokenizer.get_vocab_size()} entries, expected {VOCAB_SIZE}")
+    torch.manual_seed(seed)
+    target = Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(**target_config_dict(shape))).eval()
+    drafter = Gemma4UnifiedAssistantForCausalLM(Gemma4UnifiedAssistantConfig(**drafter_config_dict(shape))).eval()
+    return target, drafter
 
-    torch.manual_seed(SEED)
-    target = Gemma4UnifiedForConditionalGeneration(Gemma4UnifiedConfig(**target_config_dict())).eval()
-    drafter_config = Gemma4UnifiedAssistantConfig(**drafter_config_dict())
-    drafter = Gemma4UnifiedAssistantForCausalLM(drafter_config).eval()
 
-    for folder, model, generation in (
-        (target_dir, target, generation_config_dict()),
-        (drafter_dir, drafter, generation_config_dict(num_assistant_tokens=4)),
+def save_reference_model(
+    out_dir: Path,
+    target: "object",
+    drafter: "object",
+    tokenizer: "object",
+    shape: ReferenceShape,
+    dtype: str = "float32",
+    num_assistant_tokens: int = 4,
+) -> None:
+    """Write target/ and drafter/ in the HF layout (config, safetensors, tokenizer, generation config)."""
+    import torch
+
+    for folder, model, config, generation in (
+        (out_dir / "target", target, target_config_dict(shape), generation_config_dict()),
+        (out_dir / "drafter", drafter, drafter_config_dict(shape), generation_config_dict(num_assistant_tokens)),
     ):
         folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder, safe_serialization=True)
+        original_dtype = next(model.parameters()).dtype
+        model.to(getattr(torch, dtype)).save_pretrained(folder, safe_serialization=True)
+        model.to(original_dtype)
         # save_pretrained writes the config transformers resolved; keep the compact input form
-        # instead so the file is readable and stable across transformers patch releases.
-        config = target_config_dict() if model is target else drafter_config_dict()
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        # so the file is readable and stable across transformers patch releases.
+        (folder / "config.json").write_text(json.dumps({**config, "dtype": dtype}, indent=2) + "\n")
         (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
         tokenizer.save(str(folder / "tokenizer.json"))
 
 
+def write_reference_model(out_dir: Path, shape: ReferenceShape = TINY) -> None:
+    """A seeded random reference model (the tests' tiny checkpoints)."""
+    from .training.tokenizer import train_tokenizer
+
+    target, drafter = new_models(shape)
+    save_reference_model(out_dir, target, drafter, train_tokenizer(tokenizer_corpus(), shape.vocab_size), shape)
+
+
 def main(argv: list[str]) -> None:
-    out_dir = Path(argv[0]) if argv else BUILTIN_DIR
+    out_dir = Path(argv[0]) if argv else Path("tiny-reference")
     write_reference_model(out_dir)
-    print(f"wrote {out_dir}/target and {out_dir}/drafter")
+    print(f"wrote {out_dir}/target and {out_dir}/drafter (random weights; the built-in model is trained by "
+          "`python -m gemma_edge.exporter.training.build`)")
 
 
 if __name__ == "__main__":

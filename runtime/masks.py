@@ -38,10 +38,12 @@ def decoder_masks(
     return _additive(causal), _additive(sliding & in_window)
 
 
-def drafter_masks(position: int, kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
-    """The drafter's single query sits at `position` (the last token, not yet cached) and
-    reads the target's kv positions 0..kv_length-1 (kv_length == position in the runtime).
-    Returns (mask_full, mask_sliding), each [1, 1, 1, T]."""
+def drafter_masks(positions: int | np.ndarray, kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drafter queries sit at `positions` (each the position of a last token, not yet cached)
+    and read the target's kv positions 0..kv_length-1; a query at P sees kv < P, and on sliding
+    layers only kv > P - window. The runtime passes one position P with kv_length == P; training
+    passes many. Returns (mask_full, mask_sliding), each [1, 1, Q, T]."""
+    queries = np.atleast_1d(np.asarray(positions, dtype=np.int64))[:, None]  # [Q, 1]
     keys = np.arange(kv_length, dtype=np.int64)[None, :]
-    visible = keys < position
-    return _additive(visible), _additive(visible & (keys > position - sliding_window))
+    visible = keys < queries
+    return _additive(visible), _additive(visible & (keys > queries - sliding_window))

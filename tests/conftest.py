@@ -38,16 +38,14 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_target():  # noqa: ANN201 - a transformers model
-    from gemma_edge.exporter import reference_model
+def reference_target(tiny_checkpoints: Path):  # noqa: ANN201 - a loaded Checkpoint
     from gemma_edge.exporter.checkpoint import load_target
 
-    return load_target(reference_model.TARGET_DIR)
+    return load_target(tiny_checkpoints / "target")
 
 
 @pytest.fixture(scope="session")
-def reference_drafter(reference_target):  # noqa: ANN001, ANN201
-    from gemma_edge.exporter import reference_model
+def reference_drafter(tiny_checkpoints: Path, reference_target):  # noqa: ANN001, ANN201
     from gemma_edge.exporter.checkpoint import load_drafter
 
-    return load_drafter(reference_model.DRAFTER_DIR, reference_target)
+    return load_drafter(tiny_checkpoints / "drafter", reference_target)

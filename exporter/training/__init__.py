@@ -1,0 +1,1 @@
+"""Training the built-in reference model (tokenizer, target, MTP drafter) and re-aligning drafters."""

@@ -1,0 +1,25 @@
+"""Optimizer and learning-rate schedule shared by target and drafter training."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+
+def make_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.01) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(list(parameters), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
