@@ -30,7 +30,7 @@ from .checkpoint import Checkpoint, load_drafter, load_target
 from .export import BUILTIN
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
-DECODE_STEPS = 40  # > 2x the built-in model's sliding window
+MIN_DECODE_STEPS = 40  # single-token steps after the prefill; more when the window is longer
 VERIFY_CHUNK = 5  # one K+1-token step with a past, as speculative verification runs it
 GENERATION_TOKENS = 32
 DRAFT_STEPS = 4
@@ -131,9 +131,11 @@ def _reference_checkpoints(manifest: Manifest, checkpoint: Path | None, drafter:
 def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
     model = engine.model
     prompt_ids = engine.encode(VALIDATION_PROMPT)
+    decode_steps = max(MIN_DECODE_STEPS, engine.manifest.model.sliding_window + 8)  # must cross the window
+    new_tokens = decode_steps + VERIFY_CHUNK
     with torch.no_grad():
         generated = target.model.generate(
-            torch.tensor([prompt_ids]), max_new_tokens=DECODE_STEPS + VERIFY_CHUNK, do_sample=False, min_new_tokens=DECODE_STEPS + VERIFY_CHUNK
+            torch.tensor([prompt_ids]), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
         )[0].tolist()
         reference_logits = target.model(input_ids=torch.tensor([generated])).logits[0].numpy()
         reference_embeds = target.model.model.language_model.embed_tokens(torch.tensor([generated]))[0].numpy()
@@ -141,7 +143,7 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
     comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("text", embeds[0], reference_embeds, logits=False)
 
     # Prefill, then single steps past the window, with one verify-shaped chunk in the middle.
-    steps = [len(prompt_ids)] + [1] * (DECODE_STEPS // 2) + [VERIFY_CHUNK] + [1] * (DECODE_STEPS - DECODE_STEPS // 2 - 1)
+    steps = [len(prompt_ids)] + [1] * (decode_steps // 2) + [VERIFY_CHUNK] + [1] * (decode_steps - decode_steps // 2)
     cache = model.new_cache()
     outputs, start = [], 0
     for size in steps:
@@ -215,7 +217,9 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
     """K chained drafter steps after a prompt longer than the sliding window, on reference states."""
     model = engine.model
     window = drafter.config.get_text_config().sliding_window
-    prompt_ids = engine.encode(VALIDATION_PROMPT * 3)
+    prompt_ids = engine.encode(VALIDATION_PROMPT)
+    while len(prompt_ids) <= window + 8:  # the drafter's sliding layer must see a cut window
+        prompt_ids = engine.encode(VALIDATION_PROMPT * (len(prompt_ids) // 8 + 2))
     ids = torch.tensor([prompt_ids])
     with torch.no_grad():
         output = target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)

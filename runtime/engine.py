@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .backend import create_backend
 from .errors import GemmaEdgeError
 from .generate import GenerationConfig, GenerationResult, generate
@@ -100,7 +98,3 @@ class Engine:
     def generate_ids(self, prompt_ids: list[int], config: GenerationConfig) -> GenerationResult:
         """Token ids in, token ids out (validation and benchmarks)."""
         return generate(self.model, self.model.embed_tokens(prompt_ids), config)
-
-
-def as_array(ids: list[int]) -> np.ndarray:
-    return np.asarray(ids, dtype=np.int64)

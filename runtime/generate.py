@@ -45,6 +45,7 @@ class GenerationResult:
     accepted_drafts: int = 0
     verify_calls: int = 0
     tokens_from_verify: int = 0  # tokens emitted by speculative rounds
+    accepted_per_round: list[int] = field(default_factory=list)  # drafts kept in each verify step
     stop_reason: str = "length"
     notes: list[str] = field(default_factory=list)
 
@@ -174,4 +175,5 @@ def _speculative_round(
     result.accepted_drafts += accepted
     result.verify_calls += 1
     result.tokens_from_verify += accepted + 1
+    result.accepted_per_round.append(accepted)
     return [*drafts[:accepted], next_token], verify_hidden[accepted][None, None]

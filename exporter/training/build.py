@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..reference_model import BUILTIN_DIR, TRAINED, new_models, save_reference_model
+from ..reference_model import BUILTIN_DIR, TRAINED, ReferenceShape, new_models, save_reference_model
 from .batches import tokenize_texts
 from .corpus import load_corpus
 from .drafter_distill import DrafterChain, DrafterTraining, chained_agreement, train_drafter
@@ -36,35 +36,42 @@ def round_to(model: torch.nn.Module, dtype: torch.dtype) -> None:
             parameter.copy_(parameter.to(dtype).float())
 
 
-def build(out: Path, target_training: TargetTraining, drafter_training: DrafterTraining) -> dict:
+def build(
+    out: Path,
+    target_training: TargetTraining,
+    drafter_training: DrafterTraining,
+    shape: ReferenceShape = TRAINED,
+    max_files: int | None = None,
+) -> dict:
+    """`shape` and `max_files` exist for the determinism test (a tiny model on a corpus slice)."""
     started = time.perf_counter()
-    corpus = load_corpus()
+    corpus = load_corpus(max_files=max_files)
     train_files, heldout_files = corpus.split(False), corpus.split(True)
-    tokenizer = train_tokenizer((file.text for file in train_files), TRAINED.vocab_size)
+    tokenizer = train_tokenizer((file.text for file in train_files), shape.vocab_size)
     train_tokens = tokenize_texts(tokenizer, (file.text for file in train_files))
     heldout_tokens = tokenize_texts(tokenizer, (file.text for file in heldout_files))
 
-    target, drafter = new_models(TRAINED)
+    target, drafter = new_models(shape)
     lm = CausalLM(target)
     target_started = time.perf_counter()
     target_losses = train_target(lm, train_tokens, target_training, ConsoleProgress("target"))
     target_seconds = time.perf_counter() - target_started
     round_to(target, getattr(torch, SHIPPED_DTYPE))
-    heldout_perplexity = perplexity(lm, heldout_tokens)
+    heldout_perplexity = perplexity(lm, heldout_tokens, length=target_training.length)
 
     chain = DrafterChain(drafter, lm)
     drafter_started = time.perf_counter()
     drafter_losses = train_drafter(chain, train_tokens, drafter_training, ConsoleProgress("drafter"))
     drafter_seconds = time.perf_counter() - drafter_started
     round_to(drafter, getattr(torch, SHIPPED_DTYPE))
-    agreement = chained_agreement(chain, heldout_tokens)
+    agreement = chained_agreement(chain, heldout_tokens, length=drafter_training.length)
 
-    save_reference_model(out, target, drafter, tokenizer, TRAINED, dtype=SHIPPED_DTYPE)
+    save_reference_model(out, target, drafter, tokenizer, shape, dtype=SHIPPED_DTYPE)
     report = {
         "corpus": corpus.describe(),
         "train_tokens": int(len(train_tokens)),
         "heldout_tokens": int(len(heldout_tokens)),
-        "shape": asdict(TRAINED),
+        "shape": asdict(shape),
         "target_parameters": sum(p.numel() for p in target.parameters()),
         "drafter_parameters": sum(p.numel() for p in drafter.parameters()),
         "target_training": asdict(target_training),
