@@ -11,6 +11,7 @@ from helpers import assert_one_line_error, invoke
 
 from gemma_edge.exporter import export as export_module
 from gemma_edge.exporter.export import ExportOptions, export
+from gemma_edge.exporter.reference_model import TRAINED
 from gemma_edge.runtime.manifest import GraphRole, load_manifest, sha256_of
 
 PROMPT = "def fibonacci(n):"
@@ -30,7 +31,8 @@ def test_manifest_describes_every_graph_with_checksums(artifacts: Path) -> None:
     decoder = manifest.graph(GraphRole.DECODER)
     assert decoder.precision == "fp32" and decoder.format == "onnx"
     cache_inputs = [name for name in decoder.input_names() if name.startswith("past_")]
-    assert len(cache_inputs) == 2 * len(manifest.model.cache_layers) == 10  # 3 of 8 layers are KV-shared
+    shared = TRAINED.num_kv_shared_layers  # KV-shared layers own no cache inputs
+    assert len(cache_inputs) == 2 * len(manifest.model.cache_layers) == 2 * (manifest.model.num_layers - shared)
     assert manifest.drafter is not None and manifest.drafter.num_assistant_tokens == 4
     assert not [p for p in artifacts.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
 
