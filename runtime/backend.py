@@ -36,6 +36,10 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Several small sessions run one after another per token; spinning worker threads of an
+        # idle session steal the cores from the running one (built-in model, 2 threads: speculative
+        # decoding 287 -> 420 tok/s with spinning off; plain decoding unchanged within noise).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
         for name, spec in manifest.graphs.items():
