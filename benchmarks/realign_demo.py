@@ -1,7 +1,8 @@
-"""Drafter re-alignment shown on the reference model: a 4-bit target loses its drafter, realign wins it back.
+"""Drafter re-alignment shown on the reference model: a drifted target loses its drafter, realign wins it back.
 
-1. The built-in target's Linear weights are fake-quantized to 4 bits (round-to-nearest,
-   symmetric, one scale per block of 32 inputs): a stand-in for a quantized deployment.
+1. The built-in target's decoder Linear weights get seeded Gaussian noise of --noise times each
+   row's standard deviation: a stand-in for a fine-tuned target (a block-32 int4 round-to-nearest
+   target, `--perturbation int4`, barely moved this model's drafter agreement: 0.694 -> 0.684).
 2. The built-in drafter's agreement with the original and with the quantized target is
    measured on held-out corpus text (teacher-forced: the fraction of positions whose first j
    drafts all equal the target's argmax, j = 1..6).
@@ -42,10 +43,23 @@ def fake_quantize_int4(model: torch.nn.Module) -> None:
             module.weight.copy_((torch.round(weight / scale).clamp(-8, 7) * scale).view_as(module.weight))
 
 
+@torch.no_grad()
+def add_noise(model: torch.nn.Module, relative_std: float, seed: int = 0) -> None:
+    """W += N(0, (relative_std * std(row))^2) on every decoder Linear, in place."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.model.language_model.modules():
+        if isinstance(module, torch.nn.Linear):
+            std = module.weight.std(dim=1, keepdim=True)
+            module.weight.add_(torch.randn(module.weight.shape, generator=generator) * std * relative_std)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--train-files", type=int, default=150, help="training-split files used as the user's text")
+    parser.add_argument("--perturbation", choices=["noise", "int4"], default="noise")
+    parser.add_argument("--noise", type=float, default=1.0, help="noise std relative to each weight row's std")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the re-alignment")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -58,7 +72,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         quantized = load_target(reference_model.TARGET_DIR)
-        fake_quantize_int4(quantized.model)
+        if args.perturbation == "int4":
+            fake_quantize_int4(quantized.model)
+        else:
+            add_noise(quantized.model, args.noise)
         reference_model.save_reference_model(
             root / "q4", quantized.model, load_drafter(reference_model.DRAFTER_DIR, original).model,
             Tokenizer.from_file(str(tokenizer_path)), reference_model.TRAINED,
@@ -70,7 +87,7 @@ def main() -> None:
         started = time.perf_counter()
         result = realign_drafter(
             root / "q4" / "target", root / "q4" / "drafter", [text], root / "realigned",
-            DrafterTraining(steps=args.steps), progress=ConsoleProgress("realign"),
+            DrafterTraining(steps=args.steps, peak_lr=args.lr, warmup=5), progress=ConsoleProgress("realign"),
         )  # fmt: skip
         seconds = time.perf_counter() - started
         realigned = load_drafter(root / "realigned", quantized)
@@ -79,15 +96,15 @@ def main() -> None:
 
     rows = {
         "drafter vs original target": with_original,
-        "drafter vs int4 target": q4_chain_before,
-        "realigned drafter vs int4 target": q4_chain_after,
+        f"drafter vs {args.perturbation} target": q4_chain_before,
+        f"realigned drafter vs {args.perturbation} target": q4_chain_after,
     }
     print(f"held-out agreement of the first j drafts (j = 1..6); realign: {args.steps} steps, {seconds:.0f}s")
     print(f"{'':<36}" + "".join(f"{j:>7}" for j in range(1, 7)) + f"{'tok/verify K=4':>16}")
     for name, rates in rows.items():
         print(f"{name:<36}" + "".join(f"{rate:>7.3f}" for rate in rates) + f"{mean_accepted(rates, 4):>16.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"agreement": rows, "steps": args.steps, "seconds": seconds}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"agreement": rows, "steps": args.steps, "seconds": seconds, "perturbation": args.perturbation, "noise": args.noise}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
