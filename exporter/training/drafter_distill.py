@@ -22,7 +22,7 @@ from gemma_edge.runtime.masks import drafter_masks
 
 from ..components.drafter_step import DrafterStep
 from .batches import evaluation_windows, random_windows
-from .schedule import learning_rate, make_optimizer, set_learning_rate
+from .schedule import fit
 from .target_lm import CausalLM
 
 ProgressCallback = Callable[[int, int, float], None]
@@ -87,20 +87,12 @@ def train_drafter(chain: DrafterChain, tokens: np.ndarray, config: DrafterTraini
     generator = torch.Generator().manual_seed(config.seed)
     chain.target.model.eval()
     chain.drafter.train()
+    def batch_loss() -> torch.Tensor:
+        windows = random_windows(tokens, config.batch, config.length, generator)
+        return distillation_loss(*chain.logits(windows, config.chain))
+
     trainable = [p for p in chain.drafter.parameters() if p.requires_grad]
-    optimizer = make_optimizer(trainable, config.peak_lr)
-    losses = []
-    for step in range(config.steps):
-        set_learning_rate(optimizer, learning_rate(step, config.steps, config.peak_lr, config.warmup))
-        drafted, wanted = chain.logits(random_windows(tokens, config.batch, config.length, generator), config.chain)
-        loss = distillation_loss(drafted, wanted)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, config.steps, losses[-1])
+    losses = fit(trainable, batch_loss, config.steps, config.peak_lr, config.warmup, progress)
     chain.drafter.eval()
     return losses
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -23,3 +23,28 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def fit(
+    parameters: list[torch.nn.Parameter],
+    batch_loss: Callable[[], torch.Tensor],
+    steps: int,
+    peak_lr: float,
+    warmup: int,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """The training loop both models share: AdamW, warm-up + cosine, gradient clipping at 1.
+    `batch_loss()` draws the next batch and returns its loss. Returns the loss of every step."""
+    optimizer = make_optimizer(parameters, peak_lr)
+    losses = []
+    for step in range(steps):
+        set_learning_rate(optimizer, learning_rate(step, steps, peak_lr, warmup))
+        loss = batch_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+    return losses

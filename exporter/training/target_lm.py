@@ -17,7 +17,7 @@ from gemma_edge.runtime.masks import decoder_masks
 from ..components.decoder_step import DecoderStep
 from ..layout import cache_layers, store_layers
 from .batches import evaluation_windows, random_windows
-from .schedule import learning_rate, make_optimizer, set_learning_rate
+from .schedule import fit
 
 ProgressCallback = Callable[[int, int, float], None]  # (step, total, loss)
 
@@ -77,18 +77,15 @@ def train_target(lm: CausalLM, tokens: np.ndarray, config: TargetTraining, progr
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     lm.model.train()
-    optimizer = make_optimizer(lm.model.model.language_model.parameters(), config.peak_lr)
-    losses = []
-    for step in range(config.steps):
-        set_learning_rate(optimizer, learning_rate(step, config.steps, config.peak_lr, config.warmup))
-        loss = lm.loss(random_windows(tokens, config.batch, config.length + 1, generator))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, config.steps, losses[-1])
+    # Vision and audio embedders see no data here; only the decoder trains.
+    losses = fit(
+        list(lm.model.model.language_model.parameters()),
+        lambda: lm.loss(random_windows(tokens, config.batch, config.length + 1, generator)),
+        config.steps,
+        config.peak_lr,
+        config.warmup,
+        progress,
+    )
     lm.model.eval()
     return losses
 
