@@ -85,7 +85,7 @@ def main() -> None:
         text = root / "user_text.py"
         text.write_text("\n".join(f.text for f in corpus.split(heldout=False)[: args.train_files]))
         started = time.perf_counter()
-        result = realign_drafter(
+        realign_drafter(
             root / "q4" / "target", root / "q4" / "drafter", [text], root / "realigned",
             DrafterTraining(steps=args.steps, peak_lr=args.lr, warmup=5), progress=ConsoleProgress("realign"),
         )  # fmt: skip
