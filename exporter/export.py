@@ -22,11 +22,12 @@ from .graphs import build_graphs
 from .layout import model_summary, token_ids
 from .onnx_writer import write_onnx
 from .progress import StageProgress
+from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, write_tflite
 
 BUILTIN = "builtin"
 DEFAULT_DRAFT_TOKENS = 4
 DEFAULT_MAX_CONTEXT = 8192  # cap for the default context length; --context-length overrides
-SUPPORTED_FORMATS = ("onnx",)
+SUPPORTED_FORMATS = ("onnx", "tflite", "all")
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,10 @@ class ExportOptions:
     out: Path
     checkpoint: Path | None = None  # None: the built-in reference model (and its drafter)
     drafter: Path | None = None
-    format: str = "onnx"
+    format: str = "all"  # "onnx", "tflite" or "all"
     precision: str = "fp32"
     context_length: int | None = None
+    prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS  # TFLite prefill signatures
     force: bool = False
     show_progress: bool = True
 
@@ -44,6 +46,8 @@ class ExportOptions:
 def _check_output(options: ExportOptions) -> None:
     if options.format not in SUPPORTED_FORMATS:
         raise GemmaEdgeError(f"--format {options.format} is not supported; choose one of: {', '.join(SUPPORTED_FORMATS)}")
+    if any(length < 2 for length in options.prefill_lengths):
+        raise GemmaEdgeError("--prefill-lengths must all be at least 2 (single tokens use the decode signature)")
     if options.out.exists() and not options.force:
         raise GemmaEdgeError(f"{options.out} already exists; choose another --out or pass --force to replace it")
     if options.out.exists() and not options.out.is_dir():
@@ -77,7 +81,8 @@ def export(options: ExportOptions) -> Manifest:
     checkpoint_dir = reference_model.TARGET_DIR if use_builtin else options.checkpoint
     drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
 
-    progress = StageProgress(total=4, enabled=options.show_progress)
+    formats = ["onnx", "tflite"] if options.format == "all" else [options.format]
+    progress = StageProgress(total=3 + len(formats), enabled=options.show_progress)
     with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
         target = load_target(checkpoint_dir)
         drafter = load_drafter(drafter_dir, target) if drafter_dir is not None else None
@@ -89,12 +94,24 @@ def export(options: ExportOptions) -> Manifest:
     staging.mkdir()
     try:
         graphs = {}
-        exported = build_graphs(target, drafter, summary)
-        with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
-            for graph in exported:
-                file = f"{graph.name}.onnx"
-                write_onnx(graph.module, graph.spec, staging / file)
-                graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
+        drafter_summary = _drafter_summary(drafter)
+        if "onnx" in formats:
+            exported = build_graphs(target, drafter, summary)
+            with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
+                for graph in exported:
+                    file = f"{graph.name}.onnx"
+                    write_onnx(graph.module, graph.spec, staging / file)
+                    graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
+        if "tflite" in formats:
+            shapes = LiteRtShapes(
+                cache_capacity=summary.context_length,
+                verify_length=(drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1,
+                prefill_lengths=tuple(length for length in options.prefill_lengths if length < summary.context_length),
+            )
+            converted = build_litert_graphs(target, drafter, summary, shapes)
+            with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)})"):
+                for graph in converted:
+                    graphs[f"{graph.name}_tflite"] = write_tflite(graph, staging / f"{graph.name}.tflite", recipe.name)
         with progress.stage("Writing tokenizer and manifest"):
             shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
             files = {
@@ -108,7 +125,7 @@ def export(options: ExportOptions) -> Manifest:
                 graphs=graphs,
                 tokenizer="tokenizer.json",
                 files=files,
-                drafter=_drafter_summary(drafter),
+                drafter=drafter_summary,
                 source={
                     "checkpoint": BUILTIN if use_builtin else str(checkpoint_dir.resolve()),
                     "drafter": "" if drafter_dir is None else (BUILTIN if use_builtin else str(drafter_dir.resolve())),

@@ -35,7 +35,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"error: {error}", err=True)
             sys.exit(EXIT_INVALID)
         except ModuleNotFoundError as error:
-            if error.name and error.name.split(".")[0] in {"torch", "transformers", "onnx", "onnxscript", "safetensors"}:
+            if error.name and error.name.split(".")[0] in {"torch", "transformers", "onnx", "onnxscript", "safetensors", "litert_torch", "ai_edge_litert"}:
                 click.echo(
                     f"error: this command needs {error.name}, part of the export extra; "
                     "install it with: pip install 'gemma-edge[export]'",
@@ -48,6 +48,16 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise GemmaEdgeError(f"{option} takes comma-separated integers, e.g. 8,32,128; got {text!r}") from None
+    if not values:
+        raise GemmaEdgeError(f"{option} needs at least one length, e.g. 8,32,128")
+    return values
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +78,8 @@ def main() -> None:
 @click.argument("checkpoint", required=False, type=ExistingDir)
 @click.option("--drafter", type=ExistingDir, help="gemma4_unified_assistant folder (MTP drafter). Built-in model: its own drafter.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to create.")
-@click.option("--format", "format_", default="onnx", show_default=True, type=click.Choice(["onnx"]), help="Graph format.")
+@click.option("--format", "format_", default="all", show_default=True, type=click.Choice(["onnx", "tflite", "all"]), help="Graph formats to write (TFLite: one file per graph, a signature per static shape).")
+@click.option("--prefill-lengths", default="8,32,128", show_default=True, help="TFLite prefill signature lengths, comma-separated.")
 @click.option("--quant", default="fp32", show_default=True, help="Quantization recipe name.")
 @click.option("--context-length", type=click.IntRange(min=2), help="Longest prompt+generation the artifacts accept [default: model limit, at most 8192].")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
@@ -80,6 +91,7 @@ def export(
     drafter: Path | None,
     out: Path,
     format_: str,
+    prefill_lengths: str,
     quant: str,
     context_length: int | None,
     force: bool,
@@ -87,7 +99,7 @@ def export(
     json_output: bool,
 ) -> None:
     """Trace CHECKPOINT (a local gemma4_unified folder; default: the built-in reference
-    model) into ONNX graphs and write a self-describing artifact folder at --out.
+    model) into ONNX and/or TFLite graphs and write a self-describing artifact folder at --out.
 
     The folder appears only when complete; an existing one is kept unless --force."""
     from gemma_edge.exporter.export import ExportOptions
@@ -99,6 +111,7 @@ def export(
             checkpoint=checkpoint,
             drafter=drafter,
             format=format_,
+            prefill_lengths=_int_list(prefill_lengths, "--prefill-lengths"),
             precision=quant,
             context_length=context_length,
             force=force,
@@ -155,7 +168,7 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--seed", type=int, help="Seed for sampling (and speculative acceptance).")
 @click.option("--no-speculative", is_flag=True, help="Plain decoding, no MTP drafter.")
 @click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step [default: the drafter's num_assistant_tokens].")
-@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime"]))
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: all available].")
 @click.option("--stats-json", type=OutputFile, help="Write generation statistics as JSON to this file.")
 @click.option("--quiet", is_flag=True, help="Print only the generated text.")

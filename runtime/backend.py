@@ -10,15 +10,18 @@ import numpy as np
 
 from .errors import GemmaEdgeError
 from .manifest import GraphSpec, Manifest
+from .native_output import quiet_native_output
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "litert")
+FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}  # the graph format each backend runs
 
 
 class Backend(Protocol):
     name: str
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run graph `graph` (a manifest key) and return its outputs by name."""
+    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+        """Run graph `graph` (a manifest key; for TFLite one of its signatures) and return its
+        outputs by name."""
         ...
 
 
@@ -53,7 +56,7 @@ class OnnxRuntimeBackend:
             self.sessions[name] = session
             self.specs[name] = spec
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         spec = self.specs[graph]
         outputs = self.sessions[graph].run(spec.output_names(), feeds)
         return dict(zip(spec.output_names(), outputs))
@@ -67,7 +70,67 @@ def _check_io(session: object, spec: GraphSpec, path: Path) -> None:
         raise GemmaEdgeError(f"{path} does not have the inputs/outputs its manifest entry lists; re-run `gemma-edge export`")
 
 
+class LiteRtBackend:
+    """ai_edge_litert's Interpreter (XNNPACK on CPU), one per .tflite file, one runner per signature."""
+
+    name = "litert"
+
+    def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise GemmaEdgeError(
+                "the litert backend needs ai-edge-litert: pip install 'gemma-edge[litert]'"
+            ) from None
+        self.specs: dict[str, GraphSpec] = {}
+        self.runners: dict[tuple[str, str], object] = {}
+        self.interpreters: list[object] = []  # the runners need their interpreter alive
+        self.started: set[tuple[str, str]] = set()
+        for name, spec in manifest.graphs.items():
+            if spec.format != "tflite":
+                continue
+            path = folder / spec.file
+            try:
+                with quiet_native_output():
+                    interpreter = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+            except (ValueError, RuntimeError) as error:
+                raise GemmaEdgeError(f"LiteRT cannot load {path}: {str(error).splitlines()[0]}") from None
+            available = interpreter.get_signature_list()
+            for signature in spec.signatures:
+                if signature.name not in available:
+                    raise GemmaEdgeError(f"{path} has no signature {signature.name!r} that its manifest lists; re-run `gemma-edge export`")
+                runner = interpreter.get_signature_runner(signature.name)
+                actual = (sorted(runner.get_input_details()), sorted(runner.get_output_details()))
+                if actual != (sorted(signature.input_names()), sorted(signature.output_names())):
+                    raise GemmaEdgeError(
+                        f"{path} signature {signature.name} does not have the inputs/outputs its manifest lists; "
+                        "re-run `gemma-edge export`"
+                    )
+                self.runners[(name, signature.name)] = runner
+            self.specs[name] = spec
+            self.interpreters.append(interpreter)
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+        if signature is None:
+            raise ValueError("TFLite graphs are run by signature")
+        key = (graph, signature)
+        if key in self.started:
+            return self.runners[key](**feeds)
+        with quiet_native_output():  # the first call applies XNNPACK, which announces itself on stderr
+            outputs = self.runners[key](**feeds)
+        self.started.add(key)
+        return outputs
+
+
 def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None) -> Backend:
+    if name not in BACKENDS:
+        raise GemmaEdgeError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    if FORMATS[name] not in manifest.formats:
+        raise GemmaEdgeError(
+            f"these artifacts have no {FORMATS[name]} graphs for --backend {name}; "
+            f"re-export with --format {FORMATS[name]} or all, or choose --backend "
+            + " / ".join(b for b in BACKENDS if FORMATS[b] in manifest.formats)
+        )
     if name == "onnxruntime":
         return OnnxRuntimeBackend(folder, manifest, threads)
-    raise GemmaEdgeError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+    return LiteRtBackend(folder, manifest, threads)

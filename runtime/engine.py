@@ -10,7 +10,8 @@ from .backend import create_backend
 from .errors import GemmaEdgeError
 from .generate import GenerationConfig, GenerationResult, generate
 from .manifest import Manifest, load_manifest
-from .model import ExportedModel
+from .litert_model import LiteRtModel
+from .model import ExportedModel, RuntimeModel
 
 TextCallback = Callable[[str], None]
 
@@ -67,6 +68,12 @@ def _rate(count: int, seconds: float) -> float | None:
     return count / seconds if seconds > 0 else None
 
 
+def open_model(backend: str, folder: Path, manifest: Manifest, threads: int | None = None) -> RuntimeModel:
+    """The backend's runtime and the model form that fits its graphs."""
+    runtime = create_backend(backend, folder, manifest, threads)
+    return LiteRtModel(manifest, runtime) if runtime.name == "litert" else ExportedModel(manifest, runtime)
+
+
 class Engine:
     def __init__(self, folder: Path, backend: str = "onnxruntime", threads: int | None = None):
         from tokenizers import Tokenizer
@@ -74,7 +81,7 @@ class Engine:
         self.folder = folder
         self.manifest: Manifest = load_manifest(folder)  # verifies every checksum before any session exists
         self.tokenizer = Tokenizer.from_file(str(folder / self.manifest.tokenizer))
-        self.model = ExportedModel(self.manifest, create_backend(backend, folder, self.manifest, threads))
+        self.model = open_model(backend, folder, self.manifest, threads)
 
     def encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt).ids

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .kv_cache import KVCache
-from .model import ExportedModel
+from .model import DecoderCache, RuntimeModel
 from .sampling import SamplingConfig, probabilities, sample
 from .speculative import accept_drafts
 
@@ -92,7 +91,7 @@ class _Emitter:
 
 
 def generate(
-    model: ExportedModel,
+    model: RuntimeModel,
     prompt_embeds: np.ndarray,
     config: GenerationConfig,
     block_ids: np.ndarray | None = None,
@@ -144,8 +143,8 @@ def generate(
 
 
 def _speculative_round(
-    model: ExportedModel,
-    cache: KVCache,
+    model: RuntimeModel,
+    cache: DecoderCache,
     token: int,
     hidden: np.ndarray,
     num_drafts: int,

@@ -17,7 +17,7 @@ from typing import Any
 from .errors import GemmaEdgeError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: TFLite graphs with signatures beside ONNX ones
 
 
 class LayerType(str, Enum):
@@ -41,11 +41,10 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
-class GraphSpec:
-    role: GraphRole
-    file: str  # relative to the artifact folder
-    format: str  # "onnx"
-    precision: str  # recipe name, e.g. "fp32"
+class SignatureSpec:
+    """One entry point of a TFLite graph (static shapes; the signatures share the weights)."""
+
+    name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
@@ -54,6 +53,29 @@ class GraphSpec:
 
     def output_names(self) -> list[str]:
         return [spec.name for spec in self.outputs]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    role: GraphRole
+    file: str  # relative to the artifact folder
+    format: str  # "onnx" or "tflite"
+    precision: str  # recipe name, e.g. "fp32"
+    inputs: tuple[TensorSpec, ...]  # ONNX: the one entry point (empty for TFLite)
+    outputs: tuple[TensorSpec, ...]
+    signatures: tuple[SignatureSpec, ...] = ()  # TFLite: every signature (empty for ONNX)
+
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def signature(self, name: str) -> SignatureSpec:
+        for signature in self.signatures:
+            if signature.name == name:
+                return signature
+        raise GemmaEdgeError(f"{self.file} has no signature {name!r}; re-run `gemma-edge export`")
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,11 @@ class CacheLayer:
 def drafter_kv_input(kind: str, layer_type: LayerType) -> str:
     """Name of the drafter input carrying the target's store-layer `kind` ("key"/"value")."""
     return f"{kind}_{'sliding' if layer_type == LayerType.SLIDING else 'full'}"
+
+
+def litert_cache_names(layer: int) -> tuple[str, str]:
+    """LiteRT-LM's names of layer `layer`'s K and V buffers (its MTP drafter binds them by name)."""
+    return f"kv_cache_k_{layer}", f"kv_cache_v_{layer}"
 
 
 @dataclass(frozen=True)
@@ -131,8 +158,16 @@ class Manifest:
     source: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
-    def graph(self, role: GraphRole) -> GraphSpec | None:
-        return next((graph for graph in self.graphs.values() if graph.role == role), None)
+    def graph(self, role: GraphRole, format: str = "onnx") -> GraphSpec | None:
+        return next((graph for graph in self.graphs.values() if graph.role == role and graph.format == format), None)
+
+    def graph_names(self, format: str) -> dict[GraphRole, str]:
+        """role -> manifest key of the graphs in `format`."""
+        return {spec.role: name for name, spec in self.graphs.items() if spec.format == format}
+
+    @property
+    def formats(self) -> list[str]:
+        return sorted({spec.format for spec in self.graphs.values()})
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(asdict(self)), indent=2, sort_keys=False) + "\n"
@@ -160,6 +195,14 @@ def _tensor(data: dict) -> TensorSpec:
     return TensorSpec(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
 
 
+def _signature(data: dict) -> SignatureSpec:
+    return SignatureSpec(
+        name=data["name"],
+        inputs=tuple(_tensor(item) for item in data["inputs"]),
+        outputs=tuple(_tensor(item) for item in data["outputs"]),
+    )
+
+
 def _graph(data: dict) -> GraphSpec:
     return GraphSpec(
         role=GraphRole(data["role"]),
@@ -168,6 +211,7 @@ def _graph(data: dict) -> GraphSpec:
         precision=data["precision"],
         inputs=tuple(_tensor(item) for item in data["inputs"]),
         outputs=tuple(_tensor(item) for item in data["outputs"]),
+        signatures=tuple(_signature(item) for item in data.get("signatures", ())),
     )
 
 

@@ -18,6 +18,27 @@ def _additive(visible: np.ndarray) -> np.ndarray:
     return np.where(visible, np.float32(0.0), BLOCKED).astype(np.float32)[None, None]
 
 
+def visibility(query_positions: np.ndarray, kv_length: int, block_ids: np.ndarray | None = None) -> np.ndarray:
+    """[S, T] bool: kv <= q, or kv in the query's own image block (block_ids as below)."""
+    queries = np.asarray(query_positions, dtype=np.int64)[:, None]  # [S, 1]
+    keys = np.arange(kv_length, dtype=np.int64)[None, :]  # [1, T]
+    visible = keys <= queries
+    if block_ids is not None:
+        query_blocks = block_ids[queries[:, 0]][:, None]  # [S, 1]
+        visible = visible | ((query_blocks >= 0) & (query_blocks == block_ids[None, :kv_length]))
+    return visible
+
+
+def litert_decoder_mask(
+    query_positions: np.ndarray, capacity: int, block_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """The one `mask` [1, 1, S, C] of the TFLite decoder: causal or same image block. The graph
+    cuts it per layer type itself (full: kv <= q; sliding: kv > q - window)."""
+    if block_ids is not None:  # positions past the sequence (padding, free slots) are text
+        block_ids = np.concatenate([block_ids, np.full(capacity - len(block_ids), -1, block_ids.dtype)])
+    return _additive(visibility(query_positions, capacity, block_ids))
+
+
 def decoder_masks(
     query_positions: np.ndarray, kv_length: int, sliding_window: int, block_ids: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -30,12 +51,7 @@ def decoder_masks(
     keys = np.arange(kv_length, dtype=np.int64)[None, :]  # [1, T]
     causal = keys <= queries
     in_window = keys > queries - sliding_window
-    sliding = causal
-    if block_ids is not None:
-        query_blocks = block_ids[queries[:, 0]][:, None]  # [S, 1]
-        same_block = (query_blocks >= 0) & (query_blocks == block_ids[None, :kv_length])
-        sliding = causal | same_block
-    return _additive(causal), _additive(sliding & in_window)
+    return _additive(causal), _additive(visibility(query_positions, kv_length, block_ids) & in_window)
 
 
 def drafter_masks(positions: int | np.ndarray, kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:

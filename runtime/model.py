@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from .backend import Backend
@@ -11,11 +13,53 @@ from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
 from .masks import decoder_masks, drafter_masks
 
 
+class DecoderCache(Protocol):
+    @property
+    def length(self) -> int: ...
+
+    def trim(self, length: int) -> None: ...
+
+
+class RuntimeModel(Protocol):
+    """What the generation loop needs of an exported model; one implementation per backend
+    (ExportedModel for ONNX's dynamic shapes, LiteRtModel for TFLite's fixed buffers)."""
+
+    manifest: Manifest
+    backend: Backend
+
+    @property
+    def has_drafter(self) -> bool: ...
+
+    def new_cache(self) -> DecoderCache: ...
+
+    def embed_tokens(self, token_ids: list[int]) -> np.ndarray: ...
+
+    def decode(
+        self, embeds: np.ndarray, cache: DecoderCache, block_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: DecoderCache) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def draft_with_kv(
+        self,
+        token_embed: np.ndarray,
+        target_hidden: np.ndarray,
+        position: int,
+        store_kv: dict[LayerType, tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
+
+    def embed_audio(self, frames: np.ndarray) -> np.ndarray: ...
+
+
 class ExportedModel:
+    """The ONNX graphs: dynamic sequence axes, caches that grow by concatenation."""
+
     def __init__(self, manifest: Manifest, backend: Backend):
         self.manifest = manifest
         self.backend = backend
-        self.graph_names = {spec.role: name for name, spec in manifest.graphs.items()}
+        self.graph_names = manifest.graph_names("onnx")
         for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
             if role not in self.graph_names:
                 raise GemmaEdgeError(f"the manifest has no {role.value} graph; re-run `gemma-edge export`")

@@ -14,11 +14,16 @@ from transformers.models.gemma4_unified.modeling_gemma4_unified import apply_rot
 
 
 def grouped_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    value_transposed: bool = False,
 ) -> torch.Tensor:
     """Scaled-by-one GQA without materialising repeated K/V (Gemma 4 scales via q_norm).
 
-    query [B, Hq, S, D], key/value [B, KV, T, D], mask [B, 1, S, T] additive -> [B, S, Hq*D]
+    query [B, Hq, S, D], key [B, KV, T, D], value [B, KV, T, D] (or [B, KV, D, T] when
+    `value_transposed`, LiteRT-LM's cache layout), mask [B, 1, S, T] additive -> [B, S, Hq*D]
     """
     batch, num_heads, seq, head_dim = query.shape
     num_kv = key.shape[1]
@@ -28,7 +33,8 @@ def grouped_attention(
     scores = torch.matmul(grouped_query, key.transpose(2, 3))  # [B, KV, G*S, T]
     scores = scores.reshape(batch, num_kv, groups, seq, -1) + mask.unsqueeze(2)  # [B, KV, G, S, T]
     probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)
-    out = torch.matmul(probs.reshape(batch, num_kv, groups * seq, -1), value)  # [B, KV, G*S, D]
+    values = value.transpose(2, 3) if value_transposed else value  # [B, KV, T, D]
+    out = torch.matmul(probs.reshape(batch, num_kv, groups * seq, -1), values)  # [B, KV, G*S, D]
     out = out.reshape(batch, num_heads, seq, head_dim).transpose(1, 2)  # [B, S, Hq, D]
     return out.reshape(batch, seq, num_heads * head_dim)
 

@@ -72,7 +72,19 @@ class DrafterStep(nn.Module):
         """shared_kv = (key, value) of the target's store layer per `cache_types` entry."""
         kv = {layer_type.value: (shared_kv[2 * n], shared_kv[2 * n + 1]) for n, layer_type in enumerate(self.cache_types)}
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
-        hidden = self.pre_projection(torch.cat([token_embeds, target_hidden], dim=-1))  # [B, 1, Hd]
+        return self.run(torch.cat([token_embeds, target_hidden], dim=-1), position_ids, masks, kv)
+
+    def run(
+        self,
+        activations: torch.Tensor,
+        position_ids: torch.Tensor,
+        masks: dict[str, torch.Tensor],
+        kv: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        value_transposed: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """activations [B,1,2Ht] = concat(token embedding, target hidden), position_ids [B,1],
+        masks/kv by layer type -> logits [B,1,V], next hidden [B,1,Ht]."""
+        hidden = self.pre_projection(activations)  # [B, 1, Hd]
         rope = {
             layer_type: self.rotary_emb(hidden, position_ids, layer_type)
             for layer_type in set(self.text_config.layer_types)
@@ -82,7 +94,8 @@ class DrafterStep(nn.Module):
             cos, sin = rope[layer_type]
             query = project_query(layer.self_attn, layer.input_layernorm(hidden), cos, sin)
             key, value = kv[layer_type]
-            hidden = residual_block(layer, hidden, grouped_attention(query, key, value, masks[layer_type]))
+            attention_out = grouped_attention(query, key, value, masks[layer_type], value_transposed)
+            hidden = residual_block(layer, hidden, attention_out)
         hidden = self.norm(hidden)
         if self.masked_embedding is not None:
             logits = ordered_embedding_logits(self.masked_embedding, hidden, self.lm_head.weight)

@@ -1,0 +1,105 @@
+"""The decoder and drafter steps over fixed-capacity K/V buffers: the LiteRT (TFLite) form.
+
+TFLite signatures have static shapes, so the caches are buffers of capacity C that the
+graph updates in place (tfl.dynamic_update_slice at `input_pos[0]`), in LiteRT-LM's names
+and layout, which lets its native MTP drafter bind them zero-copy:
+
+    kv_cache_k_<layer> [1, KV, C, D]      kv_cache_v_<layer> [1, KV, D, C]  (V transposed)
+
+Decoder:  embeddings [1,S,H], input_pos [S] i32, mask [1,1,S,C], caches
+          -> logits [1,S,V], activations [1,S,H] (final-norm hidden), caches (updated)
+Drafter:  activations [1,1,2H] = concat(token embedding, target hidden), input_pos [1] i32
+          = P (the last position with K/V), mask [1,1,1,C] (kv <= P), the store layers' caches
+          -> logits [1,1,V], projected_activations [1,1,H]
+
+`mask` is the one additive mask LiteRT-LM feeds (causal; our runtime also opens each image
+block on it). The graph narrows it per layer type from the positions: full layers keep
+kv <= q, sliding layers keep kv > q - window, as transformers' generate() does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gemma_edge.runtime.manifest import CacheLayer, LayerType, litert_cache_names
+
+from .decoder_step import DecoderLayers
+from .drafter_step import DrafterStep
+
+BLOCKED = torch.finfo(torch.float32).min
+
+
+def _write_slice(cache: torch.Tensor, update: torch.Tensor, start: torch.Tensor, axis: int) -> torch.Tensor:
+    """cache with `update` written at [start : start + len] along `axis` (tfl.dynamic_update_slice).
+
+    litert-torch's op lowers to the TFLite builtin, which LiteRT runs in place."""
+    from litert_torch.generative.custom_ops.dynamic_update_slice import dynamic_update_slice
+
+    zero = torch.zeros((1,), dtype=start.dtype)
+    indices = torch.cat([start.reshape(1) if dim == axis else zero for dim in range(cache.dim())])
+    return dynamic_update_slice(cache, update, list(indices))  # the op takes 0-d indices
+
+
+def narrow_masks(mask: torch.Tensor, query_positions: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
+    """mask [1,1,S,C], query_positions [S] -> {layer type: mask [1,1,S,C]} (see module doc)."""
+    kv = torch.arange(mask.shape[-1], dtype=query_positions.dtype)[None, :]  # [1, C]
+    queries = query_positions[:, None]  # [S, 1]
+    blocked = torch.full_like(mask, BLOCKED)
+    return {
+        LayerType.FULL.value: torch.where(kv <= queries, mask, blocked),
+        LayerType.SLIDING.value: torch.where(kv > queries - window, mask, blocked),
+    }
+
+
+class FixedCacheDecoder(nn.Module):
+    def __init__(self, body: DecoderLayers, cache_layers: tuple[CacheLayer, ...]):
+        super().__init__()
+        self.body = body
+        self.cache_names = {cache.layer: litert_cache_names(cache.layer) for cache in cache_layers}
+        self.window = body.text_config.sliding_window
+
+    def forward(
+        self, embeddings: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor, **caches: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        updated: dict[str, torch.Tensor] = {}
+        start = input_pos[0]
+
+        def write(layer: int, new_key: torch.Tensor, new_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            key_name, value_name = self.cache_names[layer]
+            updated[key_name] = _write_slice(caches[key_name], new_key, start, axis=2)  # [1, KV, C, D]
+            updated[value_name] = _write_slice(caches[value_name], new_value.transpose(2, 3), start, axis=3)  # [1, KV, D, C]
+            return updated[key_name], updated[value_name]
+
+        masks = narrow_masks(mask, input_pos, self.window)
+        logits, hidden = self.body.run(embeddings, input_pos[None].long(), masks, write, value_transposed=True)
+        return {"logits": logits, "activations": hidden, **updated}
+
+
+class FixedCacheDrafter(nn.Module):
+    def __init__(self, step: DrafterStep, store_layers: dict[LayerType, int]):
+        super().__init__()
+        self.step = step
+        self.cache_names = {layer_type.value: litert_cache_names(store_layers[layer_type]) for layer_type in step.cache_types}
+        self.window = step.text_config.sliding_window
+
+    def forward(
+        self, activations: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor, **caches: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        # transformers' candidate generator queries at P + 1 (the token whose K/V is not cached yet).
+        query_position = input_pos + 1  # [1]
+        masks = narrow_masks(mask, query_position, self.window)
+        kv = {layer_type: (caches[key], caches[value]) for layer_type, (key, value) in self.cache_names.items()}
+        logits, next_hidden = self.step.run(activations, query_position[None].long(), masks, kv, value_transposed=True)
+        return {"logits": logits, "projected_activations": next_hidden}
+
+
+class LiteRtTokenEmbedder(nn.Module):
+    """token_ids [1, N] int32 -> embeddings [1, N, H] (LiteRT-LM's EMBEDDER names)."""
+
+    def __init__(self, scaled_embedding: nn.Module):
+        super().__init__()
+        self.embedding = scaled_embedding
+
+    def forward(self, token_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"embeddings": self.embedding(token_ids.long())}

@@ -1,0 +1,184 @@
+"""The exported TFLite graphs as the same numpy functions as ExportedModel, over LiteRT.
+
+TFLite signatures have static shapes: K/V live in buffers of capacity C (LiteRT-LM's layout,
+K [1, KV, C, D], V [1, KV, D, C]), the decoder writes new positions at `input_pos`, and a
+sequence of any length is cut into the traced lengths (prefill_N, verify, decode), padding
+the last chunk. Padded positions write K/V past the real ones; they stay invisible (the
+mask is causal) and are overwritten by the next real positions, which is also why trimming
+rejected drafts only moves `length` back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Backend
+from .errors import GemmaEdgeError
+from .litert_signatures import (
+    DECODE,
+    audio_frame_counts,
+    decoder_lengths,
+    embedder_lengths,
+    plan_chunks,
+    vision_budgets,
+)
+from .manifest import CacheLayer, GraphRole, LayerType, Manifest, litert_cache_names
+from .masks import BLOCKED, litert_decoder_mask
+
+
+class FixedKVCache:
+    """Capacity-C buffers per cache layer; positions >= length hold stale or padding K/V."""
+
+    def __init__(self, layers: tuple[CacheLayer, ...], capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.buffers: dict[str, np.ndarray] = {}
+        for cache in layers:
+            key, value = litert_cache_names(cache.layer)
+            self.buffers[key] = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
+            self.buffers[value] = np.zeros((1, cache.num_kv_heads, cache.head_dim, capacity), np.float32)
+
+    def trim(self, length: int) -> None:
+        """Forget every position >= length (rejected speculative tokens)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot trim a cache of {self.length} positions to {length}")
+        self.length = length
+
+
+def _pad_rows(array: np.ndarray, rows: int, axis: int = 1, value: float = 0.0) -> np.ndarray:
+    missing = rows - array.shape[axis]
+    if missing == 0:
+        return array
+    widths = [(0, 0)] * array.ndim
+    widths[axis] = (0, missing)
+    return np.pad(array, widths, constant_values=value)
+
+
+class LiteRtModel:
+    def __init__(self, manifest: Manifest, backend: Backend):
+        self.manifest = manifest
+        self.backend = backend
+        self.graph_names = manifest.graph_names("tflite")
+        for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
+            if role not in self.graph_names:
+                raise GemmaEdgeError(f"the manifest has no TFLite {role.value} graph; re-run `gemma-edge export`")
+        decoder = self._spec(GraphRole.DECODER)
+        mask = decoder.signature(DECODE).inputs[[t.name for t in decoder.signature(DECODE).inputs].index("mask")]
+        self.capacity = int(mask.shape[-1])
+        verify_length = self.manifest.drafter.num_assistant_tokens + 1 if self.manifest.drafter else None
+        self.decoder_lengths = decoder_lengths([s.name for s in decoder.signatures], verify_length)
+        self.embedder_lengths = embedder_lengths([s.name for s in self._spec(GraphRole.TOKEN_EMBEDDER).signatures])
+
+    def _spec(self, role: GraphRole):  # noqa: ANN202 - GraphSpec
+        return self.manifest.graphs[self.graph_names[role]]
+
+    def _run(self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.backend.run(self.graph_names[role], feeds, signature)
+
+    @property
+    def has_drafter(self) -> bool:
+        return GraphRole.DRAFTER in self.graph_names and self.manifest.drafter is not None
+
+    def new_cache(self) -> FixedKVCache:
+        return FixedKVCache(self.manifest.model.cache_layers, self.capacity)
+
+    def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
+        """token ids [S] -> embeddings [1, S, H]."""
+        ids = np.asarray(token_ids, dtype=np.int32)
+        pieces, start = [], 0
+        for size, real in plan_chunks(len(ids), list(self.embedder_lengths)):
+            chunk = np.full((1, size), self.manifest.tokens.pad, np.int32)
+            chunk[0, :real] = ids[start : start + real]
+            embeddings = self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[size], {"token_ids": chunk})["embeddings"]
+            pieces.append(embeddings[:, :real])
+            start += real
+        return np.concatenate(pieces, axis=1)
+
+    def decode(
+        self, embeds: np.ndarray, cache: FixedKVCache, block_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
+        Returns logits [S, V] and final-norm hidden states [S, H]."""
+        seq = embeds.shape[1]
+        if cache.length + seq > cache.capacity:
+            raise GemmaEdgeError(
+                f"{cache.length + seq} positions exceed the TFLite cache capacity {cache.capacity}; "
+                "re-export with a larger --context-length"
+            )
+        logits, hidden, done = [], [], 0
+        for size, real in plan_chunks(seq, list(self.decoder_lengths), room=cache.capacity - cache.length):
+            positions = np.arange(cache.length, cache.length + size, dtype=np.int32)
+            feeds = {
+                "embeddings": _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),
+                "input_pos": positions,
+                "mask": litert_decoder_mask(positions, cache.capacity, block_ids),
+                **cache.buffers,
+            }
+            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds)
+            for name in cache.buffers:
+                cache.buffers[name] = outputs[name]
+            cache.length += real
+            logits.append(outputs["logits"][0, :real])
+            hidden.append(outputs["activations"][0, :real])
+            done += real
+        return np.concatenate(logits), np.concatenate(hidden)
+
+    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: FixedKVCache) -> tuple[np.ndarray, np.ndarray]:
+        """One drafter step for the token at position cache.length (not yet cached).
+        token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H]."""
+        return self._draft(token_embed, target_hidden, cache.length, cache.buffers)
+
+    def draft_with_kv(
+        self,
+        token_embed: np.ndarray,
+        target_hidden: np.ndarray,
+        position: int,
+        store_kv: dict[LayerType, tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The drafter over explicit target K/V: store_kv[type] = (key, value), each [1, KV, position, D]."""
+        buffers = {}
+        for layer_type, (key, value) in store_kv.items():
+            key_name, value_name = litert_cache_names(self.manifest.model.store_layers[layer_type.value])
+            buffers[key_name] = _pad_rows(key, self.capacity, axis=2)
+            buffers[value_name] = _pad_rows(value.transpose(0, 1, 3, 2), self.capacity, axis=3)
+        return self._draft(token_embed, target_hidden, position, buffers)
+
+    def _draft(
+        self, token_embed: np.ndarray, target_hidden: np.ndarray, position: int, buffers: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        spec = self._spec(GraphRole.DRAFTER)
+        signature = spec.signatures[0]
+        last_cached = position - 1  # LiteRT-LM's input_pos: the last position with K/V
+        mask = np.where(np.arange(self.capacity) <= last_cached, np.float32(0.0), BLOCKED).astype(np.float32)
+        feeds = {
+            "activations": np.concatenate([token_embed, target_hidden], axis=-1).astype(np.float32),
+            "input_pos": np.array([last_cached], np.int32),
+            "mask": mask[None, None, None],
+        }
+        feeds.update({name: buffers[name] for name in signature.input_names() if name.startswith("kv_cache_")})
+        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds)
+        return outputs["logits"][0, 0], outputs["projected_activations"]
+
+    def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """pixel_values [N, patch_dim], positions [N, 2] ((-1, -1) = padding) -> embeddings [n_valid, H]."""
+        budgets = vision_budgets([s.name for s in self._spec(GraphRole.VISION_EMBEDDER).signatures])
+        fitting = [budget for budget in budgets if budget >= len(positions)]
+        if not fitting:
+            raise GemmaEdgeError(f"an image of {len(positions)} patches exceeds the exported budgets {sorted(budgets)}")
+        budget = min(fitting)
+        feeds = {
+            "pixel_values": _pad_rows(pixel_values[None].astype(np.float32), budget),
+            "image_position_ids": _pad_rows(positions[None].astype(np.int32), budget, value=-1),
+        }
+        embeds = self._run(GraphRole.VISION_EMBEDDER, budgets[budget], feeds)["image_embeds"][0, : len(positions)]
+        return embeds[(positions != -1).all(axis=-1)]
+
+    def embed_audio(self, frames: np.ndarray) -> np.ndarray:
+        """frames [N, 640] -> embeddings [N, H] (frames are embedded independently, so padding is safe)."""
+        counts = audio_frame_counts([s.name for s in self._spec(GraphRole.AUDIO_EMBEDDER).signatures])
+        pieces, done = [], 0
+        for size, real in plan_chunks(len(frames), list(counts)):
+            chunk = _pad_rows(frames[None, done : done + real].astype(np.float32), size)
+            pieces.append(self._run(GraphRole.AUDIO_EMBEDDER, counts[size], {"audio_frames": chunk})["audio_embeds"][0, :real])
+            done += real
+        return np.concatenate(pieces)

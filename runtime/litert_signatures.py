@@ -1,0 +1,95 @@
+"""Names of the TFLite signatures (LiteRT-LM's where it has them) and how a sequence of any
+length is cut into the static lengths the signatures were traced for."""
+
+from __future__ import annotations
+
+import re
+
+DECODE = "decode"
+VERIFY = "verify"
+
+_PREFILL = re.compile(r"prefill_(\d+)$")
+_PREFILL_EMBEDDER = re.compile(r"prefill_embedder_(\d+)$")
+_VISION = re.compile(r"vision_(\d+)$")
+_AUDIO = re.compile(r"audio_(\d+)$")
+
+
+def prefill_signature(length: int) -> str:
+    return f"prefill_{length}"
+
+
+def decode_embedder_signature() -> str:
+    return "decode_embedder"
+
+
+def prefill_embedder_signature(length: int) -> str:
+    return f"prefill_embedder_{length}"
+
+
+def vision_signature(soft_tokens: int) -> str:
+    return f"vision_{soft_tokens}"
+
+
+def audio_signature(frames: int) -> str:
+    return f"audio_{frames}"
+
+
+def _lengths(names: list[str], pattern: re.Pattern[str]) -> dict[int, str]:
+    return {int(match.group(1)): name for name in names if (match := pattern.match(name))}
+
+
+def decoder_lengths(names: list[str], verify_length: int | None) -> dict[int, str]:
+    """Static sequence length -> decoder signature name."""
+    lengths = _lengths(names, _PREFILL)
+    if verify_length is not None and VERIFY in names:
+        lengths[verify_length] = VERIFY
+    if DECODE in names:
+        lengths[1] = DECODE
+    return lengths
+
+
+def embedder_lengths(names: list[str]) -> dict[int, str]:
+    lengths = _lengths(names, _PREFILL_EMBEDDER)
+    if decode_embedder_signature() in names:
+        lengths[1] = decode_embedder_signature()
+    return lengths
+
+
+def vision_budgets(names: list[str]) -> dict[int, str]:
+    return _lengths(names, _VISION)
+
+
+def audio_frame_counts(names: list[str]) -> dict[int, str]:
+    return _lengths(names, _AUDIO)
+
+
+def plan_chunks(length: int, sizes: list[int], room: int | None = None) -> list[tuple[int, int]]:
+    """Cut `length` positions into (signature length, real positions) chunks.
+
+    The largest signature is used while it is filled completely; the rest goes to the
+    smallest signature that holds it, padded. Padding writes K/V past the real positions, so a
+    padded chunk is only allowed where the cache has `room` for it (positions left); otherwise
+    the rest is cut again with smaller, exactly filled signatures (1 always exists).
+    """
+    if length <= 0:
+        return []
+    ordered = sorted(sizes)
+    chunks: list[tuple[int, int]] = []
+    remaining = length
+    while remaining > 0:
+        exact = [size for size in ordered if size <= remaining]
+        largest = exact[-1] if exact else None
+        if largest == remaining or (largest is not None and largest == ordered[-1]):
+            chunks.append((largest, largest))
+            remaining -= largest
+            continue
+        covering = next((size for size in ordered if size >= remaining), None)
+        used = sum(size for size, _ in chunks)
+        if covering is not None and (room is None or used + covering <= room):
+            chunks.append((covering, remaining))
+            return chunks
+        if largest is None:
+            raise ValueError(f"no signature fits {remaining} positions (sizes {ordered})")
+        chunks.append((largest, largest))
+        remaining -= largest
+    return chunks
