@@ -1,1 +1,9 @@
-"""Torch side of gemma-edge: load checkpoints, build export-friendly modules, write and validate graphs."""
+"""PyTorch side: load checkpoints, trace export-friendly modules, write ONNX and TFLite graphs."""
+
+import logging
+
+# torchao (a litert-torch dependency that transformers imports when present) logs every CUDA
+# kernel library this CPU install cannot load, and torch warns about torchao's enum
+# registrations. Neither concerns export: keep them off the user's terminal.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)

@@ -8,7 +8,10 @@ largest difference per graph instead of stopping at the first failure.
   - multimodal:  text + image soft tokens (bidirectional block) + audio soft tokens, against
                  transformers' full forward with pixel_values / input_features;
   - drafter:     K chained drafter steps over the reference target's hidden state and K/V;
+  - sweep:       the embedders at every static length a TFLite signature was traced for;
   - generation:  greedy tokens of the runtime (speculative and plain) == transformers generate.
+Each backend the artifacts have graphs for (ONNX on onnxruntime, TFLite on LiteRT) runs every
+case; a TFLite graph passes only if every one of its signatures ran.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gemma_edge.runtime.backend import BACKENDS, FORMATS
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.generate import GenerationConfig
-from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest
+from gemma_edge.runtime.litert_signatures import decoder_lengths, embedder_lengths
+from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_manifest
 
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
@@ -56,6 +61,8 @@ class GraphReport:
     passed: bool = False
     positions: int = 0
     cases: list[str] = field(default_factory=list)
+    signatures_checked: list[str] | None = None  # TFLite only
+    signatures_missed: list[str] | None = None
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Comparison:
     positions: int = 0
     is_logits: bool = False
     cases: list[str] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)  # TFLite signatures that ran
 
     def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool) -> None:
         if ours.shape != reference.shape:
@@ -94,6 +102,11 @@ class Comparison:
             )
         else:
             report.passed = self.max_abs_diff <= thresholds.embeddings_max_abs_diff
+        if spec.signatures:
+            ran = set(self.signatures)
+            report.signatures_checked = [sig.name for sig in spec.signatures if sig.name in ran]
+            report.signatures_missed = [sig.name for sig in spec.signatures if sig.name not in ran]
+            report.passed = report.passed and not report.signatures_missed
         return report
 
 
@@ -132,7 +145,9 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
     model = engine.model
     prompt_ids = engine.encode(VALIDATION_PROMPT)
     decode_steps = max(MIN_DECODE_STEPS, engine.manifest.model.sliding_window + 8)  # must cross the window
-    new_tokens = decode_steps + VERIFY_CHUNK
+    # One chunk of each static prefill length (TFLite signatures), then the decode steps.
+    static_chunks = sorted(_static_decoder_lengths(engine), reverse=True)
+    new_tokens = sum(static_chunks) + decode_steps + VERIFY_CHUNK
     with torch.no_grad():
         generated = target.model.generate(
             torch.tensor([prompt_ids]), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False
@@ -143,7 +158,12 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
     comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("text", embeds[0], reference_embeds, logits=False)
 
     # Prefill, then single steps past the window, with one verify-shaped chunk in the middle.
-    steps = [len(prompt_ids)] + [1] * (decode_steps // 2) + [VERIFY_CHUNK] + [1] * (decode_steps - decode_steps // 2)
+    steps = (
+        [len(prompt_ids), *static_chunks]
+        + [1] * (decode_steps // 2)
+        + [VERIFY_CHUNK]
+        + [1] * (decode_steps - decode_steps // 2)
+    )
     cache = model.new_cache()
     outputs, start = [], 0
     for size in steps:
@@ -151,6 +171,50 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
         outputs.append(logits)
         start += size
     comparisons[names[GraphRole.DECODER]].add("text", np.concatenate(outputs), reference_logits[:start], logits=True)
+
+
+def _static_decoder_lengths(engine: Engine) -> list[int]:
+    """The prefill lengths of a TFLite decoder (decode and verify come in the regular steps)."""
+    names = engine.manifest.graph_names("tflite")
+    if engine.model.backend.name != "litert" or GraphRole.DECODER not in names:
+        return []
+    spec = engine.manifest.graphs[names[GraphRole.DECODER]]
+    lengths = decoder_lengths([signature.name for signature in spec.signatures], verify_length=None)
+    return [length for length in lengths if length > 1]
+
+
+def _sweep_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
+    """Token, vision and audio embedders at every static length the TFLite graphs were traced for."""
+    model, tflite = engine.model, engine.manifest.graph_names("tflite")
+    if engine.model.backend.name != "litert":
+        return
+    rng = np.random.default_rng(1)
+    token_spec = engine.manifest.graphs[tflite[GraphRole.TOKEN_EMBEDDER]]
+    for length in embedder_lengths([signature.name for signature in token_spec.signatures]):
+        ids = rng.integers(0, engine.manifest.model.vocab_size, length).tolist()
+        with torch.no_grad():
+            reference = target.model.model.language_model.embed_tokens(torch.tensor([ids])).numpy()
+        comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("sweep", model.embed_tokens(ids), reference, logits=False)
+    for role, case in ((GraphRole.VISION_EMBEDDER, "vision"), (GraphRole.AUDIO_EMBEDDER, "audio")):
+        if role not in tflite:
+            continue
+        for signature in engine.manifest.graphs[tflite[role]].signatures:
+            count = int(signature.name.rsplit("_", 1)[1])
+            if case == "vision":
+                side = int(np.ceil(np.sqrt(count)))
+                positions = np.array([[i % side, i // side] for i in range(count)], dtype=np.int64)
+                pixels = rng.uniform(-1, 1, (count, engine.manifest.model.vision_patch_dim)).astype(np.float32)
+                ours = model.embed_image(pixels, positions)
+                with torch.no_grad():
+                    reference = target.model.model.get_image_features(
+                        torch.from_numpy(pixels)[None], torch.from_numpy(positions)[None]
+                    ).pooler_output[0].numpy()
+            else:
+                frames = rng.uniform(-0.5, 0.5, (count, engine.manifest.model.audio_frame_size)).astype(np.float32)
+                ours = model.embed_audio(frames)
+                with torch.no_grad():
+                    reference = target.model.model.embed_audio(torch.from_numpy(frames)[None])[0].numpy()
+            comparisons[names[role]].add("sweep", ours, reference, logits=False)
 
 
 def _multimodal_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
@@ -281,26 +345,42 @@ def _generation_check(engine: Engine, target: Checkpoint) -> dict:
 
 
 def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None = None) -> dict:
-    """Run every check; returns the `--json` document (field meanings: shared/INTERFACE.md)."""
-    engine = Engine(folder)
-    manifest = engine.manifest
+    """Run every check on every backend; returns the `--json` document (field meanings:
+    shared/INTERFACE.md)."""
+    manifest = load_manifest(folder)
     target, drafter_checkpoint = _reference_checkpoints(manifest, checkpoint, drafter)
-    names = {spec.role: name for name, spec in manifest.graphs.items()}
-    comparisons = {name: Comparison() for name in manifest.graphs}
-
-    _text_case(engine, target, comparisons, names)
-    _multimodal_case(engine, target, comparisons, names)
-    extra = {}
-    if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
-        hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
-        extra["drafter_next_hidden_max_abs_diff"] = hidden.max_abs_diff
-
     thresholds = FP32_THRESHOLDS
-    graphs = {name: comparison.report(manifest, name, thresholds) for name, comparison in comparisons.items()}
-    if "drafter_next_hidden_max_abs_diff" in extra and GraphRole.DRAFTER in names:
-        drafter_report = graphs[names[GraphRole.DRAFTER]]
-        drafter_report.passed = drafter_report.passed and extra["drafter_next_hidden_max_abs_diff"] <= thresholds.logits_max_abs_diff
-    generation = _generation_check(engine, target)
+    graphs: dict[str, GraphReport] = {}
+    generations: dict[str, dict] = {}
+    extra: dict[str, float] = {}
+    for backend in BACKENDS:
+        if FORMATS[backend] not in manifest.formats:
+            continue
+        engine = Engine(folder, backend=backend)
+        names = manifest.graph_names(FORMATS[backend])
+        comparisons = {name: Comparison() for name in names.values()}
+        _text_case(engine, target, comparisons, names)
+        _multimodal_case(engine, target, comparisons, names)
+        _sweep_case(engine, target, comparisons, names)
+        hidden = None
+        if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
+            hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
+            extra[f"{names[GraphRole.DRAFTER]}_next_hidden_max_abs_diff"] = hidden.max_abs_diff
+        generations[backend] = _generation_check(engine, target)
+        for signature_graph, signature in getattr(engine.model.backend, "started", set()):
+            comparisons[signature_graph].signatures.append(signature)
+        for name, comparison in comparisons.items():
+            graphs[name] = comparison.report(manifest, name, thresholds)
+        if hidden is not None:
+            drafter_report = graphs[names[GraphRole.DRAFTER]]
+            drafter_report.passed = drafter_report.passed and hidden.max_abs_diff <= thresholds.logits_max_abs_diff
+
+    first = next(iter(generations.values()))
+    generation = {
+        **first,
+        "greedy_match": all(result["greedy_match"] for result in generations.values()),
+        "backends": generations,
+    }
     passed = all(report.passed for report in graphs.values()) and generation["greedy_match"]
     return {
         "passed": passed,

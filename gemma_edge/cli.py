@@ -142,17 +142,21 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
     report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter)
     if json_file is not None:
         write_report(report, json_file)
-    click.echo(f"{'graph':<18}{'format':<8}{'precision':<10}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
+    click.echo(f"{'graph':<24}{'format':<8}{'precision':<10}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
     for name, graph in report["graphs"].items():
         top1 = "-" if graph["top1_agreement"] is None else f"{graph['top1_agreement']:.2%}"
         kl = "-" if graph["kl_mean"] is None else f"{graph['kl_mean']:.2e}"
         verdict = "pass" if graph["passed"] else "FAIL"
-        click.echo(f"{name:<18}{graph['format']:<8}{graph['precision']:<10}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
-    generation = report["generation"]
-    click.echo(
-        f"greedy generation vs transformers ({generation['new_tokens']} tokens): "
-        f"{'match' if generation['greedy_match'] else 'MISMATCH'}"
-    )
+        if graph.get("signatures_missed"):
+            verdict += f" (signatures never run: {', '.join(graph['signatures_missed'])})"
+        elif graph.get("signatures_checked"):
+            verdict += f" ({len(graph['signatures_checked'])} signatures)"
+        click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<10}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
+    for backend, generation in report["generation"]["backends"].items():
+        click.echo(
+            f"greedy generation vs transformers on {backend} ({generation['new_tokens']} tokens, plain and speculative): "
+            f"{'match' if generation['greedy_match'] else 'MISMATCH'}"
+        )
     click.echo("passed" if report["passed"] else "FAILED")
     if not report["passed"]:
         sys.exit(EXIT_VALIDATION_FAILED)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+CONTEXT_LENGTH = 512
+
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -29,11 +31,12 @@ def checkpoint_copy(tiny_checkpoints: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in reference model (with its drafter) exported once for the whole session."""
+    """The built-in reference model (with its drafter) exported once for the whole session, as
+    ONNX and TFLite; a 512-token context keeps the TFLite caches (fixed capacity) small."""
     from gemma_edge.exporter.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("export") / "artifacts"
-    export(ExportOptions(out=out, show_progress=False))
+    export(ExportOptions(out=out, context_length=CONTEXT_LENGTH, show_progress=False))
     return out
 
 

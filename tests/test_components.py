@@ -174,3 +174,50 @@ def test_embedders_match_transformers(reference_target) -> None:  # noqa: ANN001
         assert torch.allclose(ours[0, :4], reference, atol=TOLERANCE)  # padding row dropped upstream
         frames = torch.rand(1, 7, 640) - 0.5
         assert torch.allclose(AudioEmbedder(model.embed_audio)(frames), model.embed_audio(frames), atol=TOLERANCE)
+
+
+def _fixed_cache_decoder(target):  # noqa: ANN001, ANN202
+    from gemma_edge.exporter.components.decoder_step import DecoderLayers
+    from gemma_edge.exporter.components.fixed_cache_steps import FixedCacheDecoder
+
+    text = target.config.get_text_config()
+    body = DecoderLayers(target.model, cache_layers(text), store_layers(text))
+    return FixedCacheDecoder(body, cache_layers(text)).eval(), text
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["text", "image-block"])
+def test_fixed_cache_decoder_matches_the_growing_cache_step(reference_target, with_image: bool) -> None:  # noqa: ANN001
+    """The TFLite form (capacity-C buffers, one narrowed mask, padded chunks) equals DecoderStep."""
+    from gemma_edge.runtime.manifest import litert_cache_names
+    from gemma_edge.runtime.masks import litert_decoder_mask
+
+    fixed, text = _fixed_cache_decoder(reference_target)
+    step, _ = _decoder(reference_target)
+    capacity, total = 64, 40
+    ids = torch.randint(11, text.vocab_size, (1, total), generator=torch.Generator().manual_seed(3))
+    embeds = reference_target.model.model.language_model.embed_tokens(ids).detach()
+    block_ids = None
+    if with_image:
+        block_ids = np.full(total, -1)
+        block_ids[3:9] = 0
+    expected, _, _ = _run_chunks(step, text, embeds, [12] + [1] * 20 + [5] + [1] * 3, block_ids)
+
+    caches = {}
+    for cache in cache_layers(text):
+        key, value = litert_cache_names(cache.layer)
+        caches[key] = torch.zeros(1, cache.num_kv_heads, capacity, cache.head_dim)
+        caches[value] = torch.zeros(1, cache.num_kv_heads, cache.head_dim, capacity)
+    # (signature length, real tokens): padded prefill, singles past the 16-token window, verify, padded verify
+    logits, start = [], 0
+    for size, real in [(16, 12)] + [(1, 1)] * 20 + [(5, 5)] + [(5, 3)]:
+        chunk = torch.zeros(1, size, text.hidden_size)
+        chunk[:, :real] = embeds[:, start : start + real]
+        positions = np.arange(start, start + size)
+        mask = litert_decoder_mask(positions, capacity, block_ids)
+        with torch.no_grad():
+            out = fixed(chunk, torch.from_numpy(positions.astype(np.int32)), torch.from_numpy(mask), **caches)
+        caches = {name: out[name] for name in caches}
+        logits.append(out["logits"][0, :real])
+        start += real
+    ours = torch.cat(logits)
+    assert torch.allclose(ours, expected, atol=TOLERANCE), (ours - expected).abs().max()

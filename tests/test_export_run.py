@@ -43,17 +43,26 @@ def test_validate_passes_within_fp32_thresholds(artifacts: Path, tmp_path: Path)
     assert result.exit_code == 0, result.stdout + result.stderr
     report = json.loads(report_path.read_text())
     assert report["passed"] is True
-    assert set(report["graphs"]) == {"token_embedder", "decoder", "drafter", "vision_embedder", "audio_embedder"}
+    roles = ["token_embedder", "decoder", "drafter", "vision_embedder", "audio_embedder"]
+    assert set(report["graphs"]) == {*roles, *(f"{role}_tflite" for role in roles)}
     for name, graph in report["graphs"].items():
-        assert graph["passed"] and graph["format"] == "onnx" and graph["precision"] == "fp32", name
-    for name in ("decoder", "drafter"):
+        expected_format = "tflite" if name.endswith("_tflite") else "onnx"
+        assert graph["passed"] and graph["format"] == expected_format and graph["precision"] == "fp32", name
+    for name in ("decoder", "drafter", "decoder_tflite", "drafter_tflite"):
         assert report["graphs"][name]["max_abs_diff"] <= 1e-3
         assert report["graphs"][name]["top1_agreement"] == 1.0
         assert report["graphs"][name]["kl_mean"] < 1e-6
     assert report["graphs"]["decoder"]["cases"] == ["text", "multimodal"]
     assert report["graphs"]["token_embedder"]["top1_agreement"] is None
+    # Every TFLite signature ran against the reference: prefill_8/32/128, decode, verify, ...
+    tflite_decoder = report["graphs"]["decoder_tflite"]
+    assert sorted(tflite_decoder["signatures_checked"]) == ["decode", "prefill_128", "prefill_32", "prefill_8", "verify"]
+    assert all(report["graphs"][f"{role}_tflite"]["signatures_missed"] == [] for role in roles)
+    assert report["graphs"]["vision_embedder_tflite"]["signatures_checked"] == ["vision_70", "vision_140", "vision_280"]
     assert report["generation"]["greedy_match"] is True
-    assert report["generation"]["speculative_match"] is True
+    for backend in ("onnxruntime", "litert"):
+        assert report["generation"]["backends"][backend]["greedy_match"] is True
+        assert report["generation"]["backends"][backend]["speculative_match"] is True
 
 
 def test_greedy_text_is_the_same_with_and_without_speculation(artifacts: Path, tmp_path: Path) -> None:
@@ -68,6 +77,35 @@ def test_greedy_text_is_the_same_with_and_without_speculation(artifacts: Path, t
     assert speculative["new_tokens"] == len(speculative["token_ids"]) == 24
     assert speculative["prompt_tokens"] == speculative["prefill_tokens"] > 1
     assert speculative["backend"] == "onnxruntime"
+
+
+@pytest.mark.parametrize("speculation", [[], ["--no-speculative"]], ids=["speculative", "plain"])
+def test_litert_backend_prints_the_same_text_as_onnxruntime(artifacts: Path, tmp_path: Path, speculation: list[str]) -> None:
+    onnx = _run(artifacts, tmp_path / "onnx.json", "--temperature", "0", *speculation)
+    litert = _run(artifacts, tmp_path / "litert.json", "--temperature", "0", "--backend", "litert", *speculation)
+    assert litert["backend"] == "litert" and onnx["backend"] == "onnxruntime"
+    assert litert["token_ids"] == onnx["token_ids"] and litert["text"] == onnx["text"]
+    assert litert["speculative"] is (not speculation)
+
+
+def test_backend_without_its_graphs_is_refused(artifacts: Path, tmp_path: Path) -> None:
+    onnx_only = tmp_path / "onnx_only"
+    shutil.copytree(artifacts, onnx_only)
+    manifest = json.loads((onnx_only / "manifest.json").read_text())
+    manifest["graphs"] = {name: graph for name, graph in manifest["graphs"].items() if graph["format"] == "onnx"}
+    (onnx_only / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("run", str(onnx_only), "--prompt", PROMPT, "--backend", "litert")
+    assert_one_line_error(result, "no tflite graphs", "--format")
+
+
+def test_manifest_signature_missing_from_the_tflite_file_is_refused(artifacts: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(artifacts, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["graphs"]["decoder_tflite"]["signatures"][0]["name"] = "prefill_9999"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("run", str(copy), "--prompt", PROMPT, "--backend", "litert")
+    assert_one_line_error(result, "prefill_9999", "re-run `gemma-edge export`")
 
 
 def test_draft_tokens_override_and_seeded_sampling(artifacts: Path, tmp_path: Path) -> None:
@@ -129,8 +167,15 @@ def test_checkpoint_without_drafter_replaces_folder_with_force(tiny_checkpoints:
     assert manifest.model.context_length == 64
     assert manifest.source["checkpoint"] == str((tiny_checkpoints / "target").resolve())
 
-    run = invoke("run", str(out), "--prompt", PROMPT, "--max-new-tokens", "8", "--stats-json", str(tmp_path / "s.json"))
-    assert run.exit_code == 0, run.stderr
-    assert run.stderr.count("no drafter") == 1
-    stats = json.loads((tmp_path / "s.json").read_text())
-    assert stats["speculative"] is False and stats["new_tokens"] == 8
+    # Prefill signatures at or beyond the context are dropped.
+    assert [s.name for s in manifest.graph(GraphRole.DECODER, "tflite").signatures] == ["prefill_8", "prefill_32", "decode", "verify"]
+    texts = []
+    for backend in ("onnxruntime", "litert"):
+        stats_file = tmp_path / f"{backend}.json"
+        run = invoke("run", str(out), "--prompt", PROMPT, "--max-new-tokens", "8", "--backend", backend, "--stats-json", str(stats_file))
+        assert run.exit_code == 0, run.stderr
+        assert run.stderr.count("no drafter") == 1
+        stats = json.loads(stats_file.read_text())
+        assert stats["speculative"] is False and stats["new_tokens"] == 8
+        texts.append(stats["token_ids"])
+    assert texts[0] == texts[1]
