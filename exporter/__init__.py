@@ -7,3 +7,6 @@ import logging
 # registrations. Neither concerns export: keep them off the user's terminal.
 logging.getLogger("torchao").setLevel(logging.ERROR)
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+# Once litert-torch (absl) has configured logging, torch.onnx's notes that torchvision ops are not
+# registered reach the terminal too; torchvision is not used.
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)

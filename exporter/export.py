@@ -14,12 +14,14 @@ from pathlib import Path
 from gemma_edge.quantize.recipes import get_recipe
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, Manifest, sha256_of
+from gemma_edge.runtime.native_output import quiet_native_output
 
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
 from .graph_specs import finalize
 from .graphs import build_graphs
 from .layout import model_summary, token_ids
+from .litertlm_bundle import write_litertlm
 from .onnx_writer import write_onnx
 from .progress import StageProgress
 from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, write_tflite
@@ -82,7 +84,7 @@ def export(options: ExportOptions) -> Manifest:
     drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
 
     formats = ["onnx", "tflite"] if options.format == "all" else [options.format]
-    progress = StageProgress(total=3 + len(formats), enabled=options.show_progress)
+    progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
     with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
         target = load_target(checkpoint_dir)
         drafter = load_drafter(drafter_dir, target) if drafter_dir is not None else None
@@ -112,8 +114,13 @@ def export(options: ExportOptions) -> Manifest:
             with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)})"):
                 for graph in converted:
                     graphs[f"{graph.name}_tflite"] = write_tflite(graph, staging / f"{graph.name}.tflite", recipe.name)
-        with progress.stage("Writing tokenizer and manifest"):
-            shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
+        shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
+        tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))
+        bundle = None
+        if "tflite" in formats:
+            with progress.stage("Packing the TFLite graphs into a LiteRT-LM bundle"), quiet_native_output():
+                bundle = write_litertlm(staging, graphs, summary, tokens, "tokenizer.json").name
+        with progress.stage("Writing the manifest"):
             files = {
                 path.relative_to(staging).as_posix(): sha256_of(path)
                 for path in sorted(staging.rglob("*"))
@@ -121,11 +128,12 @@ def export(options: ExportOptions) -> Manifest:
             }
             manifest = Manifest(
                 model=summary,
-                tokens=token_ids(target.config, target.generation_config.get("eos_token_id")),
+                tokens=tokens,
                 graphs=graphs,
                 tokenizer="tokenizer.json",
                 files=files,
                 drafter=drafter_summary,
+                litertlm=bundle,
                 source={
                     "checkpoint": BUILTIN if use_builtin else str(checkpoint_dir.resolve()),
                     "drafter": "" if drafter_dir is None else (BUILTIN if use_builtin else str(drafter_dir.resolve())),

@@ -150,7 +150,8 @@ def build_litert_graphs(
 
 def write_tflite(graph: LiteRtGraph, path: Path, precision: str) -> GraphSpec:
     """Trace every signature of `graph`, convert once, save, and describe the file as written."""
-    import litert_torch
+    with quiet_native_output():  # its native libraries log on import
+        import litert_torch
 
     litert_torch.config.show_progress = False
     module = graph.module.eval()

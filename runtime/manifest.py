@@ -156,6 +156,7 @@ class Manifest:
     files: dict[str, str]  # relative path -> sha256
     drafter: DrafterSummary | None = None
     source: dict[str, str] = field(default_factory=dict)
+    litertlm: str | None = None  # the LiteRT-LM bundle of the TFLite graphs, when written
     format_version: int = FORMAT_VERSION
 
     def graph(self, role: GraphRole, format: str = "onnx") -> GraphSpec | None:
@@ -237,6 +238,7 @@ def manifest_from_dict(data: dict) -> Manifest:
         files=dict(data["files"]),
         drafter=DrafterSummary(**drafter) if drafter else None,
         source=dict(data.get("source", {})),
+        litertlm=data.get("litertlm"),
         format_version=data["format_version"],
     )
 
