@@ -8,9 +8,14 @@ Decode throughput in tokens per second, defined as in `RunResult.stats()`:
 
 so prefill (and the first token, which prefill produces) is excluded. Three configurations:
 
-1. ``runtime-mtp``: our ONNX runtime with MTP speculative decoding (greedy, the drafter's default K),
-2. ``runtime-plain``: our ONNX runtime, one target step per token,
-3. ``transformers``: the same checkpoint in transformers, PyTorch eager (no torch.compile),
+1. ``runtime-mtp``: our runtime on the ONNX graphs (onnxruntime) with MTP speculative decoding
+   (greedy, the drafter's default K),
+2. ``runtime-plain``: our runtime on the ONNX graphs, one target step per token,
+3. ``runtime-litert-mtp`` / ``runtime-litert-plain``: the same loop on the TFLite graphs (LiteRT),
+4. ``litert-lm-mtp`` / ``litert-lm-plain``: Google's LiteRT-LM on our .litertlm bundle, with its
+   native MTP speculation running our drafter, and without (see litertlm_runner.py for how
+   its own counters define the rate),
+5. ``transformers``: the same checkpoint in transformers, PyTorch eager (no torch.compile),
    ``model.generate(input_ids, do_sample=False, max_new_tokens=N)``.
 
 How
@@ -32,8 +37,8 @@ How
 * ``--threads`` sets onnxruntime's intra-op threads and torch's thread count to the same value
   (default: the runtime's default, the CPUs this process may use).
 
-The built-in model has seeded random weights, so its drafter is essentially never right: the
-acceptance rate is ~0 and speculation is slower than plain decoding. That is expected.
+The TFLite rows use the artifacts' fixed cache capacity (the export's context length; the
+temporary export uses ``--context-length 512``): every decode step attends over all of it.
 
 Usage::
 
@@ -67,12 +72,22 @@ if TYPE_CHECKING:
 DEFAULT_PROMPT = "def fibonacci(n):"
 RUNTIME_MTP = "runtime-mtp"
 RUNTIME_PLAIN = "runtime-plain"
+LITERT_MTP = "runtime-litert-mtp"
+LITERT_PLAIN = "runtime-litert-plain"
+LITERTLM_MTP = "litert-lm-mtp"
+LITERTLM_PLAIN = "litert-lm-plain"
 TRANSFORMERS = "transformers"
 LABELS = {
-    RUNTIME_MTP: "runtime, MTP speculative",
-    RUNTIME_PLAIN: "runtime, no speculation",
+    RUNTIME_MTP: "runtime on ONNX, MTP speculative",
+    RUNTIME_PLAIN: "runtime on ONNX, no speculation",
+    LITERT_MTP: "runtime on LiteRT, MTP speculative",
+    LITERT_PLAIN: "runtime on LiteRT, no speculation",
+    LITERTLM_MTP: "LiteRT-LM on our bundle, its MTP",
+    LITERTLM_PLAIN: "LiteRT-LM on our bundle, no spec.",
     TRANSFORMERS: "transformers eager generate",
 }
+SPECULATIVE = {RUNTIME_MTP, LITERT_MTP, LITERTLM_MTP}
+TEXT_ONLY = {LITERTLM_MTP, LITERTLM_PLAIN}  # LiteRT-LM returns text, compared by prefix
 
 
 # ----------------------------------------------------------------------------- data
@@ -89,6 +104,7 @@ class Sample:
     mean_accepted_per_step: float | None = None
     verify_calls: int | None = None
     subtraction_tokens_per_second: float | None = None  # transformers only: the cross-check
+    text: str | None = None  # LiteRT-LM rows: the generated text (it gives no token ids)
 
 
 @dataclass
@@ -118,7 +134,7 @@ class Summary:
             "new_tokens": [s.new_tokens for s in self.samples],
             "acceptance_rate": _median_or_none([s.acceptance_rate for s in self.samples]),
             "mean_accepted_per_step": _median_or_none([s.mean_accepted_per_step for s in self.samples]),
-            "verify_calls": [s.verify_calls for s in self.samples] if self.name == RUNTIME_MTP else None,
+            "verify_calls": [s.verify_calls for s in self.samples] if self.name in (RUNTIME_MTP, LITERT_MTP) else None,
             "subtraction_method_tokens_per_second": cross or None,
             "subtraction_method_median": statistics.median(cross) if cross else None,
         }
@@ -142,6 +158,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime and torch threads (default: usable CPUs)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     parser.add_argument("--artifacts", type=Path, default=None, help="existing artifact folder (default: export to a temp folder)")
+    parser.add_argument(
+        "--context-length",
+        type=int,
+        default=512,
+        help="context of the temporary export (default: 512); the TFLite caches have this fixed capacity",
+    )
     parser.add_argument(
         "--checkpoint",
         type=Path,
@@ -178,12 +200,16 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-def export_artifacts(out: Path, checkpoint: Path | None, drafter: Path | None) -> float:
-    """Export into `out`; returns the seconds it took."""
+def export_artifacts(out: Path, checkpoint: Path | None, drafter: Path | None, context_length: int) -> float:
+    """Export ONNX, TFLite and the LiteRT-LM bundle into `out`; returns the seconds it took."""
     from gemma_edge.exporter.export import ExportOptions, export
 
     started = time.perf_counter()
-    export(ExportOptions(out=out, checkpoint=checkpoint, drafter=drafter, force=True, show_progress=False))
+    export(
+        ExportOptions(
+            out=out, checkpoint=checkpoint, drafter=drafter, context_length=context_length, force=True, show_progress=False
+        )
+    )
     return time.perf_counter() - started
 
 
@@ -322,15 +348,29 @@ def transformers_sample(model: nn.Module, input_ids: torch.Tensor, max_new_token
     )
 
 
-def build_runners(engine: Engine, model: nn.Module, prompt: str, max_new_tokens: int) -> dict[str, Callable[[], Sample]]:
+def litertlm_sample(runner: Any, prompt: str, max_new_tokens: int) -> Sample:
+    text, rate, count = runner.generate(prompt, max_new_tokens)
+    return Sample(tokens_per_second=rate, new_tokens=count, token_ids=[], text=text)
+
+
+def build_runners(
+    engines: dict[str, Engine], litertlm: dict[str, Any], model: nn.Module, prompt: str, max_new_tokens: int
+) -> dict[str, Callable[[], Sample]]:
     """One zero-argument callable per configuration, all on the same prompt ids."""
     import torch
 
-    input_ids = torch.tensor([engine.encode(prompt)], dtype=torch.long)
+    onnx = engines["onnxruntime"]
+    input_ids = torch.tensor([onnx.encode(prompt)], dtype=torch.long)
     runners: dict[str, Callable[[], Sample]] = {}
-    if engine.model.has_drafter:
-        runners[RUNTIME_MTP] = lambda: runtime_sample(engine, prompt, max_new_tokens, speculative=True)
-    runners[RUNTIME_PLAIN] = lambda: runtime_sample(engine, prompt, max_new_tokens, speculative=False)
+    for backend, (spec_name, plain_name) in (("onnxruntime", (RUNTIME_MTP, RUNTIME_PLAIN)), ("litert", (LITERT_MTP, LITERT_PLAIN))):
+        if backend not in engines:
+            continue
+        engine = engines[backend]
+        if engine.model.has_drafter:
+            runners[spec_name] = lambda e=engine: runtime_sample(e, prompt, max_new_tokens, speculative=True)
+        runners[plain_name] = lambda e=engine: runtime_sample(e, prompt, max_new_tokens, speculative=False)
+    for name, runner in litertlm.items():
+        runners[name] = lambda r=runner: litertlm_sample(r, prompt, max_new_tokens)
     runners[TRANSFORMERS] = lambda: transformers_sample(model, input_ids, max_new_tokens)
     return runners
 
@@ -352,11 +392,15 @@ def measure(runners: dict[str, Callable[[], Sample]], repeats: int) -> dict[str,
 # ----------------------------------------------------------------------------- report
 
 
-def token_agreement(summaries: dict[str, Summary]) -> dict[str, bool]:
-    """Whether each configuration produced the transformers greedy tokens in every round."""
+def token_agreement(summaries: dict[str, Summary], reference_text: str) -> dict[str, bool]:
+    """Whether each configuration produced the transformers greedy tokens in every round
+    (LiteRT-LM: whether its text starts with the text of those tokens)."""
     reference = summaries[TRANSFORMERS].samples[0].token_ids
     return {
-        name: all(sample.token_ids == reference for sample in summary.samples)
+        name: all(
+            (sample.text or "").startswith(reference_text) if name in TEXT_ONLY else sample.token_ids == reference
+            for sample in summary.samples
+        )
         for name, summary in summaries.items()
     }
 
@@ -377,7 +421,7 @@ def format_table(summaries: dict[str, Summary]) -> str:
     for summary in summaries.values():
         rates = summary.rates()
         median = summary.median()
-        speculative = summary.name == RUNTIME_MTP
+        speculative = summary.name in SPECULATIVE and summary.name not in TEXT_ONLY
         row = summary.to_json(reference)
         rows.append(
             (
@@ -411,7 +455,7 @@ def format_machine(machine: dict[str, Any]) -> str:
 
 
 def print_report(summaries: dict[str, Summary], machine: dict[str, Any], settings: dict[str, Any]) -> None:
-    agreement = token_agreement(summaries)
+    agreement = token_agreement(summaries, settings["reference_text"])
     cross = summaries[TRANSFORMERS].to_json(None)["subtraction_method_median"]
     print()
     print(
@@ -430,16 +474,22 @@ def print_report(summaries: dict[str, Summary], machine: dict[str, Any], setting
     print(f"greedy tokens identical to transformers in every round: {same}")
     if RUNTIME_MTP not in summaries:
         print("(no drafter in these artifacts: the speculative row is missing)")
+    if TEXT_ONLY & set(summaries):
+        print(
+            "LiteRT-LM rows: its own counters (decode token count / decode time, every new token included; "
+            "it may overshoot the budget by up to K tokens); greedy compared by text prefix"
+        )
 
 
 def write_json(path: Path, summaries: dict[str, Summary], machine: dict[str, Any], settings: dict[str, Any]) -> None:
     reference = summaries[TRANSFORMERS].median()
+    reference_text = settings["reference_text"]
     document = {
         "definition": "decode_tokens_per_second = (new_tokens - 1) / seconds from the first generated token to the last",
         "settings": settings,
         "machine": machine,
         "results": {name: summary.to_json(reference) for name, summary in summaries.items()},
-        "greedy_tokens_match_transformers": token_agreement(summaries),
+        "greedy_tokens_match_transformers": token_agreement(summaries, reference_text),
         "token_ids": {name: summary.samples[0].token_ids for name, summary in summaries.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -447,6 +497,24 @@ def write_json(path: Path, summaries: dict[str, Summary], machine: dict[str, Any
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def open_litertlm(artifacts: Path, engine: Engine, cache_dir: Path, threads: int) -> dict[str, Any]:
+    """LiteRT-LM engines on the bundle (with and without its MTP), when the bundle and litert-lm exist."""
+    if engine.manifest.litertlm is None:
+        return {}
+    from litertlm_runner import LiteRtLmRunner
+
+    try:
+        import litert_lm  # noqa: F401 - optional: the bench/test extras install it
+    except ImportError:
+        print("litert-lm is not installed: the LiteRT-LM rows are skipped", file=sys.stderr)
+        return {}
+    bundle = artifacts / engine.manifest.litertlm
+    runners = {LITERTLM_PLAIN: LiteRtLmRunner(bundle, cache_dir, threads, speculative=False)}
+    if engine.model.has_drafter:
+        runners[LITERTLM_MTP] = LiteRtLmRunner(bundle, cache_dir, threads, speculative=True)
+    return runners
 
 
 @contextmanager
@@ -458,7 +526,7 @@ def artifact_folder(args: argparse.Namespace) -> Iterator[tuple[Path, float | No
     with tempfile.TemporaryDirectory(prefix="gemma-edge-bench-") as tmp:
         out = Path(tmp) / "artifacts"
         print("exporting the model into a temporary folder (about a minute)...", file=sys.stderr, flush=True)
-        seconds = export_artifacts(out, args.checkpoint, args.drafter)
+        seconds = export_artifacts(out, args.checkpoint, args.drafter, args.context_length)
         yield out, seconds
 
 
@@ -472,8 +540,12 @@ def run(args: argparse.Namespace) -> dict[str, Summary]:
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
-    with artifact_folder(args) as (artifacts, export_seconds):
-        engine = Engine(artifacts, threads=threads)
+    with artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory() as litertlm_cache:
+        engines = {"onnxruntime": Engine(artifacts, threads=threads)}
+        engine = engines["onnxruntime"]
+        if "tflite" in engine.manifest.formats:
+            engines["litert"] = Engine(artifacts, backend="litert", threads=threads)
+        litertlm = open_litertlm(artifacts, engine, Path(litertlm_cache), threads)
         checkpoint = reference_checkpoint(artifacts, args.checkpoint)
         model = load_target(checkpoint).model
         prompt_tokens = len(engine.encode(args.prompt))
@@ -495,7 +567,10 @@ def run(args: argparse.Namespace) -> dict[str, Summary]:
         }
         machine = machine_description(threads)
         print(f"measuring ({args.repeats} rounds after a warm-up)...", file=sys.stderr, flush=True)
-        summaries = measure(build_runners(engine, model, args.prompt, args.max_new_tokens), args.repeats)
+        summaries = measure(build_runners(engines, litertlm, model, args.prompt, args.max_new_tokens), args.repeats)
+        settings["reference_text"] = engine.tokenizer.decode(summaries[TRANSFORMERS].samples[0].token_ids, skip_special_tokens=True)
+        for runner in litertlm.values():
+            runner.close()
     print_report(summaries, machine, settings)
     if args.json is not None:
         write_json(args.json, summaries, machine, settings)
