@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gemma_edge.quantize.recipes import get_recipe
 from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, Manifest, sha256_of
+from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.runtime.native_output import quiet_native_output
 
 from . import reference_model
@@ -95,25 +95,18 @@ def export(options: ExportOptions) -> Manifest:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        graphs = {}
         drafter_summary = _drafter_summary(drafter)
+        graphs: dict[str, GraphSpec] = {}
         if "onnx" in formats:
-            exported = build_graphs(target, drafter, summary)
-            with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
-                for graph in exported:
-                    file = f"{graph.name}.onnx"
-                    write_onnx(graph.module, graph.spec, staging / file)
-                    graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
+            graphs |= _write_onnx_graphs(target, drafter, summary, staging, recipe.name, progress)
         if "tflite" in formats:
+            verify_length = (drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1
             shapes = LiteRtShapes(
                 cache_capacity=summary.context_length,
-                verify_length=(drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1,
+                verify_length=verify_length,
                 prefill_lengths=tuple(length for length in options.prefill_lengths if length < summary.context_length),
             )
-            converted = build_litert_graphs(target, drafter, summary, shapes)
-            with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)})"):
-                for graph in converted:
-                    graphs[f"{graph.name}_tflite"] = write_tflite(graph, staging / f"{graph.name}.tflite", recipe.name)
+            graphs |= _write_tflite_graphs(target, drafter, summary, shapes, staging, recipe.name, progress)
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
         tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))
         bundle = None
@@ -146,6 +139,34 @@ def export(options: ExportOptions) -> Manifest:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_onnx_graphs(
+    target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, folder: Path, precision: str, progress: StageProgress
+) -> dict[str, GraphSpec]:
+    exported = build_graphs(target, drafter, summary)
+    graphs = {}
+    with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
+        for graph in exported:
+            file = f"{graph.name}.onnx"
+            write_onnx(graph.module, graph.spec, folder / file)
+            graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=precision)
+    return graphs
+
+
+def _write_tflite_graphs(
+    target: Checkpoint,
+    drafter: Checkpoint | None,
+    summary: ModelSummary,
+    shapes: LiteRtShapes,
+    folder: Path,
+    precision: str,
+    progress: StageProgress,
+) -> dict[str, GraphSpec]:
+    """Manifest keys are `<component>_tflite`, beside the ONNX graphs' `<component>`."""
+    converted = build_litert_graphs(target, drafter, summary, shapes)
+    with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)})"):
+        return {f"{graph.name}_tflite": write_tflite(graph, folder / f"{graph.name}.tflite", precision) for graph in converted}
 
 
 def _drafter_summary(drafter: Checkpoint | None) -> DrafterSummary | None:

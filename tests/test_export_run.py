@@ -179,3 +179,12 @@ def test_checkpoint_without_drafter_replaces_folder_with_force(tiny_checkpoints:
         assert stats["speculative"] is False and stats["new_tokens"] == 8
         texts.append(stats["token_ids"])
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("8,x", "comma-separated integers"), ("1,8", "at least 2"), (",", "at least one length")]
+)
+def test_bad_prefill_lengths_are_refused(tmp_path: Path, value: str, fragment: str) -> None:
+    result = invoke("export", "--out", str(tmp_path / "out"), "--prefill-lengths", value)
+    assert_one_line_error(result, "--prefill-lengths", fragment)
+    assert not (tmp_path / "out").exists()
