@@ -2,11 +2,11 @@
 
 import logging
 
+import torch  # noqa: F401 - torch resets its loggers on import: quiet them after it
+
 # torchao (a litert-torch dependency that transformers imports when present) logs every CUDA
-# kernel library this CPU install cannot load, and torch warns about torchao's enum
-# registrations. Neither concerns export: keep them off the user's terminal.
-logging.getLogger("torchao").setLevel(logging.ERROR)
-logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-# Once litert-torch (absl) has configured logging, torch.onnx's notes that torchvision ops are not
-# registered reach the terminal too; torchvision is not used.
-logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+# kernel library this CPU install cannot load, torch warns about torchao's enum registrations,
+# and torch.onnx notes that torchvision's ops are not registered (torchvision is not used).
+# None of it concerns export: keep it off the user's terminal.
+for _name in ("torchao", "torch.utils._pytree", "torch.onnx"):
+    logging.getLogger(_name).setLevel(logging.ERROR)

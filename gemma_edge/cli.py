@@ -150,7 +150,8 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
         if graph.get("signatures_missed"):
             verdict += f" (signatures never run: {', '.join(graph['signatures_missed'])})"
         elif graph.get("signatures_checked"):
-            verdict += f" ({len(graph['signatures_checked'])} signatures)"
+            count = len(graph["signatures_checked"])
+            verdict += f" ({count} signature{'s' if count > 1 else ''})"
         click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<10}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
     for backend, generation in report["generation"]["backends"].items():
         click.echo(
