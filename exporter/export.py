@@ -11,7 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemma_edge.quantize.recipes import get_recipe
+from gemma_edge.quantize.onnx_quantize import quantize_onnx
+from gemma_edge.quantize.recipes import Recipe, get_recipe
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.runtime.native_output import quiet_native_output
@@ -45,9 +46,15 @@ class ExportOptions:
     show_progress: bool = True
 
 
-def _check_output(options: ExportOptions) -> None:
+def _check_output(options: ExportOptions, recipe: Recipe) -> None:
     if options.format not in SUPPORTED_FORMATS:
         raise GemmaEdgeError(f"--format {options.format} is not supported; choose one of: {', '.join(SUPPORTED_FORMATS)}")
+    missing = [fmt for fmt in _formats(options) if fmt not in recipe.formats]
+    if missing:
+        raise GemmaEdgeError(
+            f"recipe {recipe.name} has no {' / '.join(missing)} form; pass --format {' or '.join(recipe.formats)}, "
+            "or choose another --quant"
+        )
     if any(length < 2 for length in options.prefill_lengths):
         raise GemmaEdgeError("--prefill-lengths must all be at least 2 (single tokens use the decode signature)")
     if options.out.exists() and not options.force:
@@ -76,14 +83,18 @@ def _move_into_place(staging: Path, out: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def _formats(options: ExportOptions) -> list[str]:
+    return ["onnx", "tflite"] if options.format == "all" else [options.format]
+
+
 def export(options: ExportOptions) -> Manifest:
-    _check_output(options)
     recipe = get_recipe(options.precision)
+    _check_output(options, recipe)
     use_builtin = options.checkpoint is None
     checkpoint_dir = reference_model.TARGET_DIR if use_builtin else options.checkpoint
     drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
 
-    formats = ["onnx", "tflite"] if options.format == "all" else [options.format]
+    formats = _formats(options)
     progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
     with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
         target = load_target(checkpoint_dir)
@@ -98,7 +109,7 @@ def export(options: ExportOptions) -> Manifest:
         drafter_summary = _drafter_summary(drafter)
         graphs: dict[str, GraphSpec] = {}
         if "onnx" in formats:
-            graphs |= _write_onnx_graphs(target, drafter, summary, staging, recipe.name, progress)
+            graphs |= _write_onnx_graphs(target, drafter, summary, staging, recipe, progress)
         if "tflite" in formats:
             verify_length = (drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1
             shapes = LiteRtShapes(
@@ -127,6 +138,7 @@ def export(options: ExportOptions) -> Manifest:
                 files=files,
                 drafter=drafter_summary,
                 litertlm=bundle,
+                quantization=recipe.to_json(),
                 source={
                     "checkpoint": BUILTIN if use_builtin else str(checkpoint_dir.resolve()),
                     "drafter": "" if drafter_dir is None else (BUILTIN if use_builtin else str(drafter_dir.resolve())),
@@ -142,15 +154,18 @@ def export(options: ExportOptions) -> Manifest:
 
 
 def _write_onnx_graphs(
-    target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, folder: Path, precision: str, progress: StageProgress
+    target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, folder: Path, recipe: Recipe, progress: StageProgress
 ) -> dict[str, GraphSpec]:
     exported = build_graphs(target, drafter, summary)
     graphs = {}
-    with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)})"):
+    quantized = "" if recipe.name == "fp32" else f", quantized {recipe.name}"
+    with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)}){quantized}"):
         for graph in exported:
             file = f"{graph.name}.onnx"
             write_onnx(graph.module, graph.spec, folder / file)
-            graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=precision)
+            if recipe.name != "fp32":
+                quantize_onnx(folder / file, graph.spec.role, recipe)
+            graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
     return graphs
 
 

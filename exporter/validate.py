@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gemma_edge.quantize.recipes import Kind, get_recipe
 from gemma_edge.runtime.backend import BACKENDS, FORMATS
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.errors import GemmaEdgeError
@@ -33,6 +34,7 @@ from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_man
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
 from .export import BUILTIN
+from .quality import THRESHOLDS, Thresholds, kl_per_position, measure_quality
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
 MIN_DECODE_STEPS = 40  # single-token steps after the prefill; more when the window is longer
@@ -40,15 +42,6 @@ VERIFY_CHUNK = 5  # one K+1-token step with a past, as speculative verification 
 GENERATION_TOKENS = 32
 DRAFT_STEPS = 4
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    logits_max_abs_diff: float = 1e-3
-    top1_agreement: float = 1.0
-    embeddings_max_abs_diff: float = 1e-4
-
-
-FP32_THRESHOLDS = Thresholds()
 
 
 @dataclass
@@ -61,6 +54,7 @@ class GraphReport:
     passed: bool = False
     positions: int = 0
     cases: list[str] = field(default_factory=list)
+    relative_error: float | None = None  # embeddings: max |diff| / max |reference|
     signatures_checked: list[str] | None = None  # TFLite only
     signatures_missed: list[str] | None = None
 
@@ -76,18 +70,20 @@ class Comparison:
     is_logits: bool = False
     cases: list[str] = field(default_factory=list)
     signatures: list[str] = field(default_factory=list)  # TFLite signatures that ran
+    reference_max: float = 0.0  # largest |reference| value: scales the embeddings' error
 
     def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool) -> None:
         if ours.shape != reference.shape:
             raise GemmaEdgeError(f"case {case}: graph output shape {ours.shape} != reference {reference.shape}")
         self.max_abs_diff = max(self.max_abs_diff, float(np.abs(ours - reference).max()))
+        self.reference_max = max(self.reference_max, float(np.abs(reference).max()))
         if case not in self.cases:
             self.cases.append(case)
         if logits:
             self.is_logits = True
             ours2, ref2 = ours.reshape(-1, ours.shape[-1]), reference.reshape(-1, reference.shape[-1])
             self.agree += int((ours2.argmax(-1) == ref2.argmax(-1)).sum())
-            self.kl_sum += float(_kl(ref2, ours2).sum())
+            self.kl_sum += float(kl_per_position(ref2, ours2).sum())
             self.positions += ours2.shape[0]
 
     def report(self, manifest: Manifest, name: str, thresholds: Thresholds) -> GraphReport:
@@ -98,28 +94,19 @@ class Comparison:
             report.kl_mean = self.kl_sum / self.positions
             report.positions = self.positions
             report.passed = (
-                self.max_abs_diff <= thresholds.logits_max_abs_diff and report.top1_agreement >= thresholds.top1_agreement
+                (thresholds.logits_max_abs_diff is None or self.max_abs_diff <= thresholds.logits_max_abs_diff)
+                and report.top1_agreement >= thresholds.top1_agreement
+                and (thresholds.kl_mean is None or report.kl_mean <= thresholds.kl_mean)
             )
         else:
-            report.passed = self.max_abs_diff <= thresholds.embeddings_max_abs_diff
+            report.relative_error = self.max_abs_diff / self.reference_max if self.reference_max else 0.0
+            report.passed = report.relative_error <= thresholds.embeddings_relative_error
         if spec.signatures:
             ran = set(self.signatures)
             report.signatures_checked = [sig.name for sig in spec.signatures if sig.name in ran]
             report.signatures_missed = [sig.name for sig in spec.signatures if sig.name not in ran]
             report.passed = report.passed and not report.signatures_missed
         return report
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
-def _kl(reference_logits: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """KL(reference || graph) per position, natural log."""
-    ref_log, our_log = _log_softmax(reference_logits), _log_softmax(logits)
-    return np.maximum((np.exp(ref_log) * (ref_log - our_log)).sum(-1), 0.0)
 
 
 def _reference_checkpoints(manifest: Manifest, checkpoint: Path | None, drafter: Path | None) -> tuple[Checkpoint, Checkpoint | None]:
@@ -324,7 +311,10 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
     return hidden_diff
 
 
-def _generation_check(engine: Engine, target: Checkpoint) -> dict:
+def _generation_check(engine: Engine, target: Checkpoint, exact: bool) -> dict:
+    """Greedy tokens, plain and speculative. fp32 (`exact`): both must equal transformers'
+    generate(); quantized: speculation must still change nothing (speculative == plain), and
+    agreement with the fp32 reference is reported, not required."""
     prompt_ids = engine.encode(VALIDATION_PROMPT)
     with torch.no_grad():
         reference = target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=GENERATION_TOKENS, do_sample=False)
@@ -337,10 +327,13 @@ def _generation_check(engine: Engine, target: Checkpoint) -> dict:
         "runtime_token_ids": plain.token_ids,
         "speculative_match": None,
     }
+    result["speculative_equals_plain"] = None
     if engine.model.has_drafter:
         speculative = engine.generate_ids(prompt_ids, GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=True))
         result["speculative_match"] = speculative.token_ids == reference_tokens
+        result["speculative_equals_plain"] = speculative.token_ids == plain.token_ids
         result["greedy_match"] = result["greedy_match"] and result["speculative_match"]
+    result["passed"] = result["greedy_match"] if exact else result["speculative_equals_plain"] is not False
     return result
 
 
@@ -349,7 +342,9 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     shared/INTERFACE.md)."""
     manifest = load_manifest(folder)
     target, drafter_checkpoint = _reference_checkpoints(manifest, checkpoint, drafter)
-    thresholds = FP32_THRESHOLDS
+    kind = get_recipe(next(iter(manifest.graphs.values())).precision).lowest_kind
+    thresholds = THRESHOLDS[kind]
+    qualities: dict[str, dict] = {}
     graphs: dict[str, GraphReport] = {}
     generations: dict[str, dict] = {}
     extra: dict[str, float] = {}
@@ -366,12 +361,13 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
         if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
             hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
             extra[f"{names[GraphRole.DRAFTER]}_next_hidden_max_abs_diff"] = hidden.max_abs_diff
-        generations[backend] = _generation_check(engine, target)
+        generations[backend] = _generation_check(engine, target, exact=kind == Kind.FLOAT32)
+        qualities[backend] = measure_quality(engine, target, thresholds)
         for signature_graph, signature in getattr(engine.model.backend, "started", set()):
             comparisons[signature_graph].signatures.append(signature)
         for name, comparison in comparisons.items():
             graphs[name] = comparison.report(manifest, name, thresholds)
-        if hidden is not None:
+        if hidden is not None and thresholds.logits_max_abs_diff is not None:
             drafter_report = graphs[names[GraphRole.DRAFTER]]
             drafter_report.passed = drafter_report.passed and hidden.max_abs_diff <= thresholds.logits_max_abs_diff
 
@@ -379,13 +375,17 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     generation = {
         **first,
         "greedy_match": all(result["greedy_match"] for result in generations.values()),
+        "passed": all(result["passed"] for result in generations.values()),
         "backends": generations,
     }
-    passed = all(report.passed for report in graphs.values()) and generation["greedy_match"]
+    quality = {**next(iter(qualities.values())), "passed": all(q["passed"] for q in qualities.values()), "backends": qualities}
+    passed = all(report.passed for report in graphs.values()) and generation["passed"] and quality["passed"]
     return {
         "passed": passed,
+        "recipe": next(iter(manifest.graphs.values())).precision,
         "graphs": {name: asdict(report) for name, report in graphs.items()},
         "generation": generation,
+        "quality": quality,
         "thresholds": asdict(thresholds),
         **extra,
     }

@@ -142,7 +142,7 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
     report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter)
     if json_file is not None:
         write_report(report, json_file)
-    click.echo(f"{'graph':<24}{'format':<8}{'precision':<10}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
+    click.echo(f"{'graph':<24}{'format':<8}{'precision':<14}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
     for name, graph in report["graphs"].items():
         top1 = "-" if graph["top1_agreement"] is None else f"{graph['top1_agreement']:.2%}"
         kl = "-" if graph["kl_mean"] is None else f"{graph['kl_mean']:.2e}"
@@ -152,11 +152,21 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
         elif graph.get("signatures_checked"):
             count = len(graph["signatures_checked"])
             verdict += f" ({count} signature{'s' if count > 1 else ''})"
-        click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<10}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
+        click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<14}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
     for backend, generation in report["generation"]["backends"].items():
-        click.echo(
+        line = (
             f"greedy generation vs transformers on {backend} ({generation['new_tokens']} tokens, plain and speculative): "
-            f"{'match' if generation['greedy_match'] else 'MISMATCH'}"
+            f"{'match' if generation['greedy_match'] else 'differs'}"
+        )
+        if generation["speculative_equals_plain"] is not None:
+            line += f"; speculative == plain: {'yes' if generation['speculative_equals_plain'] else 'NO'}"
+        click.echo(line + ("" if generation["passed"] else "  FAIL"))
+    for backend, quality in report["quality"]["backends"].items():
+        acceptance = "-" if quality["acceptance_rate"] is None else f"{quality['acceptance_rate']:.3f}"
+        click.echo(
+            f"held-out text on {backend} ({quality['positions']} positions): top-1 {quality['top1_agreement']:.2%}, "
+            f"KL {quality['kl_mean']:.2e}, perplexity {quality['perplexity_reference']:.3f} -> {quality['perplexity']:.3f}, "
+            f"drafter acceptance {acceptance}  {'pass' if quality['passed'] else 'FAIL'}"
         )
     click.echo("passed" if report["passed"] else "FAILED")
     if not report["passed"]:
@@ -259,3 +269,25 @@ def realign_drafter(target: Path, drafter: Path, texts: tuple[Path, ...], out: P
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--json", "json_output", is_flag=True, help="Print the registry as JSON.")
+def recipes(json_output: bool) -> None:
+    """List the quantization recipes `export --quant` accepts, with the scheme of every part."""
+    from gemma_edge.quantize.recipes import ALIASES, RECIPES, Part
+
+    if json_output:
+        document = {
+            name: {**recipe.to_json(), "formats": list(recipe.formats), "note": recipe.note, "aliases": list(recipe.aliases)}
+            for name, recipe in RECIPES.items()
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for name, recipe in RECIPES.items():
+        aliases = f" (also: {', '.join(recipe.aliases)})" if recipe.aliases else ""
+        note = f" [{recipe.note}]" if recipe.note else ""
+        click.echo(f"{name}{aliases}: {recipe.summary}{note}")
+        parts = ", ".join(f"{part.value} {recipe.scheme(part).describe()}" for part in Part)
+        click.echo(f"    {parts}")
+    click.echo(f"aliases: {', '.join(f'{alias} -> {target}' for alias, target in ALIASES.items())}")

@@ -1,30 +1,153 @@
-"""Named quantization recipes in an explicit registry; the applied one is written to the manifest."""
+"""Named quantization recipes in an explicit registry; the applied one is written to the manifest.
+
+A recipe gives every weight-bearing part of the model (embedding table, lm_head, attention
+projections, MLP, drafter, vision and audio embedders) a weight scheme: float32, float16,
+int8 per output channel (dynamic: activations quantized on the fly), or int4 in blocks along
+the input dimension (symmetric or with zero points; RTN, or HQQ's calibration-free optimiser).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from gemma_edge.runtime.errors import GemmaEdgeError
 
 
-class WeightDtype(str, Enum):
-    FLOAT32 = "float32"
+class Part(str, Enum):
+    EMBEDDING = "embedding"
+    LM_HEAD = "lm_head"
+    ATTENTION = "attention"
+    MLP = "mlp"
+    DRAFTER = "drafter"
+    VISION = "vision"
+    AUDIO = "audio"
+
+
+class Kind(str, Enum):
+    FLOAT32 = "fp32"
+    FLOAT16 = "fp16"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+@dataclass(frozen=True)
+class WeightScheme:
+    kind: Kind
+    block_size: int | None = None  # int4: elements per scale along the input dim; int8: per channel
+    symmetric: bool = True  # False: a zero point per block
+    method: str = "rtn"  # "rtn" (round to nearest) or "hqq" (half-quadratic optimised scales/zeros)
+
+    @property
+    def quantized(self) -> bool:
+        return self.kind in (Kind.INT8, Kind.INT4)
+
+    def bits_per_weight(self, input_dim: int) -> float:
+        """Stored bits per weight, scales and zero points included (fp32 scales, 4-bit zero points)."""
+        if self.kind == Kind.FLOAT32:
+            return 32.0
+        if self.kind == Kind.FLOAT16:
+            return 16.0
+        if self.kind == Kind.INT8:
+            return 8.0 + 32.0 / input_dim  # one scale per output channel
+        block = self.block_size or input_dim
+        return 4.0 + (32.0 + (0.0 if self.symmetric else 4.0)) / block
+
+    def describe(self) -> str:
+        if not self.quantized:
+            return self.kind.value
+        if self.kind == Kind.INT8:
+            return "int8 per-channel"
+        return f"int4 b{self.block_size} {'sym' if self.symmetric else 'asym'}{' hqq' if self.method == 'hqq' else ''}"
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    weight_dtype: WeightDtype
-    description: str
+    summary: str
+    default: WeightScheme
+    overrides: tuple[tuple[Part, WeightScheme], ...] = ()
+    formats: tuple[str, ...] = ("onnx", "tflite")  # graph formats this recipe can be written in
+    note: str = ""  # caveats a user should see in `gemma-edge recipes`
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def scheme(self, part: Part) -> WeightScheme:
+        return dict(self.overrides).get(part, self.default)
+
+    @property
+    def lowest_kind(self) -> Kind:
+        """The most aggressive scheme used anywhere: it decides the quality thresholds."""
+        order = [Kind.INT4, Kind.INT8, Kind.FLOAT16, Kind.FLOAT32]
+        kinds = {self.scheme(part).kind for part in Part}
+        return next(kind for kind in order if kind in kinds)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "parts": {part.value: self.scheme(part).describe() for part in Part},
+        }
 
 
-FP32 = Recipe(name="fp32", weight_dtype=WeightDtype.FLOAT32, description="full precision, the conversion reference")
+def _int4(block: int, symmetric: bool = True, method: str = "rtn") -> WeightScheme:
+    return WeightScheme(Kind.INT4, block_size=block, symmetric=symmetric, method=method)
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (FP32,)}
+
+FP32 = WeightScheme(Kind.FLOAT32)
+FP16 = WeightScheme(Kind.FLOAT16)
+INT8 = WeightScheme(Kind.INT8)
+# The small encoder-free embedders are cheap and sensitive: int8 even in int4 recipes.
+_INT4_OVERRIDES = ((Part.VISION, INT8), (Part.AUDIO, INT8))
+
+_RECIPES = [
+    Recipe("fp32", "full precision: the conversion reference", FP32),
+    Recipe(
+        "fp16",
+        "float16 weights, float32 inputs and outputs",
+        FP16,
+        formats=("onnx",),
+        note="ONNX only; CPUs without fp16 arithmetic run it slower than fp32",
+    ),
+    Recipe("int8", "int8 per-channel weights, dynamic int8 activations", INT8, aliases=("int8-channel",)),
+    *[
+        Recipe(
+            f"int4-b{block}-{'sym' if symmetric else 'asym'}",
+            f"int4 weights in blocks of {block}, {'symmetric' if symmetric else 'with zero points'}; "
+            "vision/audio int8",
+            _int4(block, symmetric),
+            _INT4_OVERRIDES,
+            aliases=("int4",) if (block, symmetric) == (32, True) else (),
+        )
+        for block in (32, 64, 128)
+        for symmetric in (True, False)
+    ],
+    Recipe(
+        "int4-hqq-b64",
+        "int4 blocks of 64 with zero points optimised by HQQ (calibration-free); vision/audio int8",
+        _int4(64, symmetric=False, method="hqq"),
+        _INT4_OVERRIDES,
+        formats=("onnx",),
+        note="ONNX only; float zero points keep MatMulNBits on its slow path: ~4x slower than int4 RTN "
+        "on CPU, a quality reference rather than a deployment recipe",
+    ),
+    Recipe(
+        "mixed",
+        "int4 b32 MLP, int8 attention, embedding, lm_head, drafter, vision and audio",
+        INT8,
+        ((Part.MLP, _int4(32)),),
+    ),
+]
+
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in _RECIPES}
+ALIASES: dict[str, str] = {alias: recipe.name for recipe in _RECIPES for alias in recipe.aliases}
+DEFAULT = "fp32"
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise GemmaEdgeError(f"unknown quantization recipe {name!r}; choose one of: {', '.join(RECIPES)}")
-    return RECIPES[name]
+    resolved = ALIASES.get(name, name)
+    if resolved not in RECIPES:
+        raise GemmaEdgeError(
+            f"unknown quantization recipe {name!r}; choose one of: {', '.join([*RECIPES, *ALIASES])} "
+            "(`gemma-edge recipes` lists them)"
+        )
+    return RECIPES[resolved]

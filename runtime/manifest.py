@@ -157,6 +157,7 @@ class Manifest:
     drafter: DrafterSummary | None = None
     source: dict[str, str] = field(default_factory=dict)
     litertlm: str | None = None  # the LiteRT-LM bundle of the TFLite graphs, when written
+    quantization: dict = field(default_factory=dict)  # the recipe applied: name, summary, scheme per part
     format_version: int = FORMAT_VERSION
 
     def graph(self, role: GraphRole, format: str = "onnx") -> GraphSpec | None:
@@ -239,6 +240,7 @@ def manifest_from_dict(data: dict) -> Manifest:
         drafter=DrafterSummary(**drafter) if drafter else None,
         source=dict(data.get("source", {})),
         litertlm=data.get("litertlm"),
+        quantization=dict(data.get("quantization", {})),
         format_version=data["format_version"],
     )
 

@@ -1,0 +1,159 @@
+"""Apply a recipe to an exported fp32 ONNX graph with onnxruntime's own quantizers.
+
+Each weight-bearing node is assigned a model part from the module path the dynamo exporter
+records on it (`pkg.torch.onnx.name_scopes`), then:
+  - int4 MatMul  -> MatMulNBits (accuracy_level 4: int8 activations, ~2x faster than level 1)
+  - int4 Gather  -> GatherBlockQuantized (the token embedding table)
+  - int8 MatMul  -> DynamicQuantizeLinear + MatMulInteger, per-channel weights (quantize_dynamic)
+  - int8 Gather  -> an int8 table + DequantizeLinear, one scale for the table (quantize_dynamic
+                    has no per-row Gather; GatherBlockQuantized takes 4 bits only)
+  - fp16         -> float16 weights and compute, float32 inputs/outputs kept
+HQQ has no Gather form in onnxruntime: an HQQ recipe's embedding table is RTN with the same
+block size and zero points.
+The tied embedding is quantized on purpose in both places: as a Gather table in the token
+embedder and as the lm_head MatMul in the decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import onnx
+
+from gemma_edge.runtime.manifest import GraphRole
+
+from .recipes import Kind, Part, Recipe, WeightScheme
+
+ACCURACY_LEVEL = 4
+_ROLE_PART = {
+    GraphRole.TOKEN_EMBEDDER: Part.EMBEDDING,
+    GraphRole.DRAFTER: Part.DRAFTER,
+    GraphRole.VISION_EMBEDDER: Part.VISION,
+    GraphRole.AUDIO_EMBEDDER: Part.AUDIO,
+}
+
+
+def _scopes(node: onnx.NodeProto) -> str:
+    return next((prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.name_scopes"), "")
+
+
+def node_part(node: onnx.NodeProto, role: GraphRole) -> Part:
+    """The model part a weight-bearing node of graph `role` belongs to."""
+    if role in _ROLE_PART:
+        return _ROLE_PART[role]
+    scopes = _scopes(node)
+    if "lm_head" in scopes:
+        return Part.LM_HEAD
+    if ".self_attn." in scopes:
+        return Part.ATTENTION
+    if ".mlp." in scopes:
+        return Part.MLP
+    raise ValueError(f"cannot tell which part of the decoder node {node.name} belongs to (scopes {scopes!r})")
+
+
+def weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """MatMul nodes with a constant weight, and Gather nodes reading a constant table."""
+    initializers = {init.name for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in initializers:
+            nodes.append(node)
+        elif node.op_type == "Gather" and node.input[0] in initializers:
+            nodes.append(node)
+    return nodes
+
+
+@contextmanager
+def _quiet_quantizers() -> Iterator[None]:
+    """onnxruntime's quantizers log progress and advice (pre-processing, the opset-21 upgrade the
+    int4 types need) through the root logger and their own."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # HQQ's torch.from_numpy on read-only arrays
+            yield
+    finally:
+        for logger, level in zip(loggers, previous):
+            logger.setLevel(level)
+
+
+def _int4(model: onnx.ModelProto, names: list[str], scheme: WeightScheme, op_type: str) -> onnx.ModelProto:
+    from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+    block = scheme.block_size
+    kwargs = {}
+    if op_type == "Gather":
+        kwargs = {"op_types_to_quantize": ("Gather",), "quant_axes": (("Gather", 1),)}
+    if scheme.method == "hqq" and op_type == "MatMul":
+        config = nbits.HQQWeightOnlyQuantConfig(block_size=block, bits=4)
+    else:
+        config = nbits.DefaultWeightOnlyQuantConfig(
+            block_size=block, is_symmetric=scheme.symmetric, accuracy_level=ACCURACY_LEVEL, bits=4, **kwargs
+        )
+    quantizer = nbits.MatMulNBitsQuantizer(
+        model,
+        bits=4,
+        block_size=block,
+        is_symmetric=scheme.symmetric,
+        accuracy_level=ACCURACY_LEVEL,
+        nodes_to_include=names,
+        algo_config=config,
+        **kwargs,
+    )
+    quantizer.process()
+    model = quantizer.model.model
+    for node in model.graph.node:  # the HQQ path leaves accuracy_level unset (fp32 compute, ~4x slower)
+        if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL))
+    return model
+
+
+def _dynamic_int8(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """int8 weights for the named MatMul and Gather nodes, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as scratch:
+        source, target = Path(scratch) / "in.onnx", Path(scratch) / "out.onnx"
+        onnx.save(model, source)
+        quantize_dynamic(
+            source,
+            target,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gather"],
+            nodes_to_quantize=names,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        return onnx.load(target)
+
+
+def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> None:
+    """Rewrite the fp32 graph at `path` (no external data) in place according to `recipe`."""
+    model = onnx.load(path)
+    groups: dict[tuple[WeightScheme, str], list[str]] = {}
+    for node in weight_nodes(model):
+        scheme = recipe.scheme(node_part(node, role))
+        groups.setdefault((scheme, node.op_type), []).append(node.name)
+    if not groups:
+        return
+    with _quiet_quantizers():
+        # int4 first: quantize_dynamic then only sees the MatMuls left for int8.
+        for (scheme, op_type), names in groups.items():
+            if scheme.kind == Kind.INT4:
+                model = _int4(model, names, scheme, op_type)
+        int8_nodes = [name for (scheme, _), names in groups.items() for name in names if scheme.kind == Kind.INT8]
+        if int8_nodes:
+            model = _dynamic_int8(model, int8_nodes)
+        if any(scheme.kind == Kind.FLOAT16 for scheme, _ in groups):
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            model = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(model, path)
