@@ -13,6 +13,8 @@ from pathlib import Path
 
 from gemma_edge.quantize.onnx_quantize import quantize_onnx
 from gemma_edge.quantize.recipes import Recipe, get_recipe
+from gemma_edge.quantize.tflite_quantize import quantize_tflite
+from gemma_edge.quantize.zero_rows import lift_zero_rows
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.runtime.native_output import quiet_native_output
@@ -117,7 +119,7 @@ def export(options: ExportOptions) -> Manifest:
                 verify_length=verify_length,
                 prefill_lengths=tuple(length for length in options.prefill_lengths if length < summary.context_length),
             )
-            graphs |= _write_tflite_graphs(target, drafter, summary, shapes, staging, recipe.name, progress)
+            graphs |= _write_tflite_graphs(target, drafter, summary, shapes, staging, recipe, progress)
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
         tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))
         bundle = None
@@ -175,13 +177,23 @@ def _write_tflite_graphs(
     summary: ModelSummary,
     shapes: LiteRtShapes,
     folder: Path,
-    precision: str,
+    recipe: Recipe,
     progress: StageProgress,
 ) -> dict[str, GraphSpec]:
     """Manifest keys are `<component>_tflite`, beside the ONNX graphs' `<component>`."""
     converted = build_litert_graphs(target, drafter, summary, shapes)
-    with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)})"):
-        return {f"{graph.name}_tflite": write_tflite(graph, folder / f"{graph.name}.tflite", precision) for graph in converted}
+    graphs = {}
+    quantized = "" if recipe.name == "fp32" else f", quantized {recipe.name}"
+    with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)}){quantized}"):
+        for graph in converted:
+            path = folder / f"{graph.name}.tflite"
+            if recipe.name == "fp32":
+                graphs[f"{graph.name}_tflite"] = write_tflite(graph, path, recipe.name)
+                continue
+            with lift_zero_rows(graph.module):  # zero rows would become scales XNNPACK rejects
+                graphs[f"{graph.name}_tflite"] = write_tflite(graph, path, recipe.name)
+            quantize_tflite(path, graph.role, recipe)
+    return graphs
 
 
 def _drafter_summary(drafter: Checkpoint | None) -> DrafterSummary | None:
