@@ -2,8 +2,10 @@
 
 A recipe gives every weight-bearing part of the model (embedding table, lm_head, attention
 projections, MLP, drafter, vision and audio embedders) a weight scheme: float32, float16,
-int8 per output channel (dynamic: activations quantized on the fly), or int4 in blocks along
-the input dimension (symmetric or with zero points; RTN, or HQQ's calibration-free optimiser).
+int8 or int4 in blocks along the input dimension (int8: blocks of 128 on ONNX, per channel on
+TFLite; int4: symmetric or with zero points, RTN or HQQ's calibration-free optimiser). All
+integer schemes are dynamic: activations are quantized to int8 at run time, so the integer
+kernels run (weight-only int8 is slower than float on CPU; no recipe uses it).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Kind(str, Enum):
 @dataclass(frozen=True)
 class WeightScheme:
     kind: Kind
-    block_size: int | None = None  # int4: elements per scale along the input dim; int8: per channel
+    block_size: int | None = None  # elements per scale along the input dim (None: one per channel)
     symmetric: bool = True  # False: a zero point per block
     method: str = "rtn"  # "rtn" (round to nearest) or "hqq" (half-quadratic optimised scales/zeros)
 
@@ -48,16 +50,16 @@ class WeightScheme:
             return 32.0
         if self.kind == Kind.FLOAT16:
             return 16.0
-        if self.kind == Kind.INT8:
-            return 8.0 + 32.0 / input_dim  # one scale per output channel
         block = self.block_size or input_dim
+        if self.kind == Kind.INT8:
+            return 8.0 + 32.0 / block
         return 4.0 + (32.0 + (0.0 if self.symmetric else 4.0)) / block
 
     def describe(self) -> str:
         if not self.quantized:
             return self.kind.value
         if self.kind == Kind.INT8:
-            return "int8 per-channel"
+            return f"int8 b{self.block_size}" if self.block_size else "int8 per-channel"
         return f"int4 b{self.block_size} {'sym' if self.symmetric else 'asym'}{' hqq' if self.method == 'hqq' else ''}"
 
 
@@ -95,7 +97,7 @@ def _int4(block: int, symmetric: bool = True, method: str = "rtn") -> WeightSche
 
 FP32 = WeightScheme(Kind.FLOAT32)
 FP16 = WeightScheme(Kind.FLOAT16)
-INT8 = WeightScheme(Kind.INT8)
+INT8 = WeightScheme(Kind.INT8, block_size=128)  # TFLite: per channel (ai-edge-quantizer's dynamic int8)
 # The small encoder-free embedders are cheap and sensitive: int8 even in int4 recipes.
 _INT4_OVERRIDES = ((Part.VISION, INT8), (Part.AUDIO, INT8))
 
@@ -108,7 +110,7 @@ _RECIPES = [
         formats=("onnx",),
         note="ONNX only; CPUs without fp16 arithmetic run it slower than fp32",
     ),
-    Recipe("int8", "int8 per-channel weights, dynamic int8 activations", INT8, aliases=("int8-channel",)),
+    Recipe("int8", "int8 weights (ONNX: blocks of 128; TFLite: per channel), int8 activations at run time", INT8),
     *[
         Recipe(
             f"int4-b{block}-{'sym' if symmetric else 'asym'}",
