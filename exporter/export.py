@@ -27,6 +27,7 @@ from .layout import model_summary, token_ids
 from .litertlm_bundle import write_litertlm
 from .onnx_writer import write_onnx
 from .progress import StageProgress
+from .target_plan import apply_target
 from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, write_tflite
 
 BUILTIN = "builtin"
@@ -40,8 +41,10 @@ class ExportOptions:
     out: Path
     checkpoint: Path | None = None  # None: the built-in reference model (and its drafter)
     drafter: Path | None = None
-    format: str = "all"  # "onnx", "tflite" or "all"
+    format: str | None = None  # "onnx", "tflite" or "all"; None: the target's format, else "all"
     precision: str = "fp32"
+    precision_given: bool = False  # --quant was explicit (with --target: kept, checked against the budget)
+    target: str | None = None  # a device profile: recipe, format and context from its memory plan
     context_length: int | None = None
     prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS  # TFLite prefill signatures
     force: bool = False
@@ -49,7 +52,7 @@ class ExportOptions:
 
 
 def _check_output(options: ExportOptions, recipe: Recipe) -> None:
-    if options.format not in SUPPORTED_FORMATS:
+    if options.format is not None and options.format not in SUPPORTED_FORMATS:
         raise GemmaEdgeError(f"--format {options.format} is not supported; choose one of: {', '.join(SUPPORTED_FORMATS)}")
     missing = [fmt for fmt in _formats(options) if fmt not in recipe.formats]
     if missing:
@@ -86,15 +89,18 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def _formats(options: ExportOptions) -> list[str]:
-    return ["onnx", "tflite"] if options.format == "all" else [options.format]
+    return ["onnx", "tflite"] if options.format in (None, "all") else [options.format]
 
 
 def export(options: ExportOptions) -> Manifest:
-    recipe = get_recipe(options.precision)
-    _check_output(options, recipe)
     use_builtin = options.checkpoint is None
     checkpoint_dir = reference_model.TARGET_DIR if use_builtin else options.checkpoint
     drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
+    plan: dict = {}
+    if options.target is not None:
+        options, plan = apply_target(options, checkpoint_dir, drafter_dir)
+    recipe = get_recipe(options.precision)
+    _check_output(options, recipe)
 
     formats = _formats(options)
     progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
@@ -141,6 +147,7 @@ def export(options: ExportOptions) -> Manifest:
                 drafter=drafter_summary,
                 litertlm=bundle,
                 quantization=recipe.to_json(),
+                plan=plan,
                 source={
                     "checkpoint": BUILTIN if use_builtin else str(checkpoint_dir.resolve()),
                     "drafter": "" if drafter_dir is None else (BUILTIN if use_builtin else str(drafter_dir.resolve())),

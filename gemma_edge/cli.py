@@ -78,9 +78,10 @@ def main() -> None:
 @click.argument("checkpoint", required=False, type=ExistingDir)
 @click.option("--drafter", type=ExistingDir, help="gemma4_unified_assistant folder (MTP drafter). Built-in model: its own drafter.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to create.")
-@click.option("--format", "format_", default="all", show_default=True, type=click.Choice(["onnx", "tflite", "all"]), help="Graph formats to write (TFLite: one file per graph, a signature per static shape).")
+@click.option("--format", "format_", type=click.Choice(["onnx", "tflite", "all"]), help="Graph formats to write (TFLite: one file per graph, a signature per static shape) [default: all; with --target: the device's].")
 @click.option("--prefill-lengths", default="8,32,128", show_default=True, help="TFLite prefill signature lengths, comma-separated.")
-@click.option("--quant", default="fp32", show_default=True, help="Quantization recipe name.")
+@click.option("--quant", help="Quantization recipe (`gemma-edge recipes` lists them; int8 and int4 name the defaults) [default: fp32; with --target: the most accurate that fits].")
+@click.option("--target", "device", help="Device profile (`gemma-edge targets` lists them): picks recipe, format and context from its memory plan.")
 @click.option("--context-length", type=click.IntRange(min=2), help="Longest prompt+generation the artifacts accept [default: model limit, at most 8192].")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
@@ -90,9 +91,10 @@ def export(
     checkpoint: Path | None,
     drafter: Path | None,
     out: Path,
-    format_: str,
+    format_: str | None,
     prefill_lengths: str,
-    quant: str,
+    quant: str | None,
+    device: str | None,
     context_length: int | None,
     force: bool,
     quiet: bool,
@@ -112,7 +114,9 @@ def export(
             drafter=drafter,
             format=format_,
             prefill_lengths=_int_list(prefill_lengths, "--prefill-lengths"),
-            precision=quant,
+            precision=quant or "fp32",
+            precision_given=quant is not None,
+            target=device,
             context_length=context_length,
             force=force,
             show_progress=not quiet,
@@ -122,7 +126,15 @@ def export(
         click.echo(manifest.to_json(), nl=False)
     elif not quiet:
         graphs = ", ".join(manifest.graphs)
-        click.echo(f"wrote {out} ({graphs}; context {manifest.model.context_length} tokens)", err=True)
+        recipe = manifest.quantization.get("name", "fp32")
+        click.echo(f"wrote {out} ({graphs}; {recipe}; context {manifest.model.context_length} tokens)", err=True)
+        if manifest.plan:
+            plan = manifest.plan
+            click.echo(
+                f"plan for {plan['target']}: {plan['total_bytes'] / 1024**3:.2f} GiB of "
+                f"{plan['memory_budget_bytes'] / 1024**3:.1f} GiB ({plan['backend']})",
+                err=True,
+            )
 
 
 @main.command()
@@ -291,3 +303,47 @@ def recipes(json_output: bool) -> None:
         parts = ", ".join(f"{part.value} {recipe.scheme(part).describe()}" for part in Part)
         click.echo(f"    {parts}")
     click.echo(f"aliases: {', '.join(f'{alias} -> {target}' for alias, target in ALIASES.items())}")
+
+
+@main.command()
+@click.option("--checkpoint", type=ExistingDir, help="gemma4_unified folder to plan for [default: the built-in reference model].")
+@click.option("--drafter", type=ExistingDir, help="Its drafter folder.")
+@click.option("--model", "public_model", type=click.Choice(["gemma-4-12b"]), help="Plan a public model shape instead (no weights needed).")
+@click.option("--json", "json_output", is_flag=True, help="Print the plans as JSON.")
+@_one_line_errors
+def targets(checkpoint: Path | None, drafter: Path | None, public_model: str | None, json_output: bool) -> None:
+    """Device profiles, and the plan of each for a model: recipe, context, gigabytes."""
+    from gemma_edge.exporter import reference_model
+    from gemma_edge.exporter.public_shapes import public_configs
+    from gemma_edge.exporter.target_plan import model_shape
+    from gemma_edge.targets import PROFILES
+    from gemma_edge.targets.planner import choose_plan, shape_from_configs
+
+    if public_model is not None:
+        shape = shape_from_configs(*public_configs(public_model))
+        label = public_model
+    else:
+        target_dir = checkpoint or reference_model.TARGET_DIR
+        drafter_dir = drafter or (reference_model.DRAFTER_DIR if checkpoint is None else None)
+        shape = model_shape(target_dir, drafter_dir)
+        label = str(target_dir) if checkpoint else "built-in reference model"
+    plans = {}
+    for name, profile in PROFILES.items():
+        try:
+            plans[name] = {"profile": profile.description, **choose_plan(profile, shape).to_json()}
+        except GemmaEdgeError as refusal:
+            plans[name] = {"profile": profile.description, "refused": str(refusal)}
+    if json_output:
+        click.echo(json.dumps({"model": label, "parameters": shape.total_parameters, "plans": plans}, indent=2))
+        return
+    click.echo(f"{label}: {shape.total_parameters / 1e9:.2f}B parameters (lm_head counted apart from the embedding it is tied to)")
+    click.echo(f"{'target':<13}{'budget':>8}  {'backend':<12}{'recipe':<15}{'context':>8}{'weights':>10}{'KV':>9}{'total':>9}")
+    for name, plan in plans.items():
+        budget = PROFILES[name].memory_budget_bytes / 1024**3
+        if "refused" in plan:
+            click.echo(f"{name:<13}{budget:>7.1f}G  {PROFILES[name].backend:<12}does not fit: {plan['refused'].split(': ', 1)[1]}")
+            continue
+        click.echo(
+            f"{name:<13}{budget:>7.1f}G  {plan['backend']:<12}{plan['recipe']:<15}{plan['context']:>8}"
+            f"{plan['artifact_weight_bytes'] / 1024**3:>9.2f}G{plan['kv_cache_bytes'] / 1024**3:>8.2f}G{plan['total_bytes'] / 1024**3:>8.2f}G"
+        )

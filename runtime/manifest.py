@@ -158,6 +158,7 @@ class Manifest:
     source: dict[str, str] = field(default_factory=dict)
     litertlm: str | None = None  # the LiteRT-LM bundle of the TFLite graphs, when written
     quantization: dict = field(default_factory=dict)  # the recipe applied: name, summary, scheme per part
+    plan: dict = field(default_factory=dict)  # with --target: the device profile and its memory plan
     format_version: int = FORMAT_VERSION
 
     def graph(self, role: GraphRole, format: str = "onnx") -> GraphSpec | None:
@@ -241,6 +242,7 @@ def manifest_from_dict(data: dict) -> Manifest:
         source=dict(data.get("source", {})),
         litertlm=data.get("litertlm"),
         quantization=dict(data.get("quantization", {})),
+        plan=dict(data.get("plan", {})),
         format_version=data["format_version"],
     )
 

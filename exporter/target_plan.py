@@ -1,0 +1,57 @@
+"""`export --target NAME`: fill in the recipe, graph format and context the device profile's
+memory plan chooses, before anything heavy is loaded (the plan needs only config.json)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.targets import get_profile
+from gemma_edge.targets.planner import ModelShape, choose_plan, plan_memory, shape_from_configs
+
+if TYPE_CHECKING:
+    from .export import ExportOptions
+
+
+def _config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise GemmaEdgeError(f"{path} not found: {folder} is not a Hugging Face checkpoint folder")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise GemmaEdgeError(f"{path} is not valid JSON ({error})") from None
+
+
+def model_shape(checkpoint_dir: Path, drafter_dir: Path | None) -> ModelShape:
+    return shape_from_configs(_config(checkpoint_dir), _config(drafter_dir) if drafter_dir is not None else None)
+
+
+def apply_target(options: ExportOptions, checkpoint_dir: Path, drafter_dir: Path | None) -> tuple[ExportOptions, dict]:
+    """Options with the plan's recipe, format and context (explicit --quant / --context-length
+    are kept and checked against the budget), and the plan for the manifest."""
+    from gemma_edge.quantize.recipes import get_recipe
+
+    profile = get_profile(options.target)
+    shape = model_shape(checkpoint_dir, drafter_dir)
+    if options.precision_given:
+        recipe = get_recipe(options.precision)
+        context = options.context_length or min(profile.default_context, shape.max_context)
+        plan = plan_memory(shape, recipe, context, profile.backend)
+        if plan.total_bytes > profile.memory_budget_bytes:
+            raise GemmaEdgeError(
+                f"--quant {recipe.name} at {context} tokens needs {plan.total_bytes / 1024**3:.2f} GiB, more than "
+                f"{profile.name}'s {profile.memory_budget_bytes / 1024**3:.1f} GiB; drop --quant to let the planner choose"
+            )
+    else:
+        plan = choose_plan(profile, shape, options.context_length)
+    chosen = replace(
+        options,
+        precision=plan.recipe,
+        context_length=plan.context,
+        format=options.format or profile.format,
+    )
+    return chosen, {"target": profile.name, "memory_budget_bytes": profile.memory_budget_bytes, **plan.to_json()}

@@ -1,0 +1,210 @@
+"""The memory planner: how many bytes a model takes in the runtime, for a recipe, a context
+length and a backend, and which recipe and context fit a device profile.
+
+Parameters are counted exactly by building the transformers model on the meta device from
+its config (no weights are read, so a 12B-shaped config plans in a second). The runtime's
+peak RSS is modelled as
+
+    weights (per graph, at the recipe's bits per weight)
+  + K/V cache: every cache layer x 2 x KV heads x head_dim x positions x 4 bytes, times the
+    copies the runtime holds at a step (ONNX: past and present; LiteRT: our buffers and the
+    interpreter's input and output tensors). KV-shared layers hold none. Today's runtime keeps
+    every position on sliding layers too (the ring buffer that caps them at the window is
+    the performance work's).
+  + activations of a prefill chunk (logits, attention scores, MLP intermediates)
+  + the runtime itself (Python, numpy, onnxruntime or LiteRT, tokenizer).
+
+WEIGHT_RESIDENCY and RUNTIME_BASE_BYTES are measured (benchmarks/memory_plan.py) on this
+project's development VM: see benchmarks/README.md for the runs that fixed them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gemma_edge.quantize.recipes import Part, Recipe, get_recipe
+from gemma_edge.runtime.errors import GemmaEdgeError
+
+from .profile import DeviceProfile
+
+MIB = 1024**2
+# Bytes of RSS per byte of weights in the artifact, per backend (prepacked copies, arenas).
+WEIGHT_RESIDENCY = {"onnxruntime": 1.0, "litert": 1.0}
+# RSS of the runtime with an empty model: Python, numpy, tokenizers and the backend library.
+RUNTIME_BASE_BYTES = {"onnxruntime": 80 * MIB, "litert": 90 * MIB}
+# Copies of the whole K/V cache alive during a decode step.
+KV_COPIES = {"onnxruntime": 2, "litert": 3}
+PREFILL_CHUNK = 512  # prompt tokens planned for in one call (the scenario: this prompt, then
+# generation up to the context length)
+MIN_CONTEXT = 1024  # the planner shortens the context down to this before refusing
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the planner needs of a model: parameters per part and the cache geometry."""
+
+    parameters: dict[Part, int]  # weight matrices per part (2-D: quantizable)
+    other_parameters: int  # norms, scalars, position tables: kept in float32
+    hidden_size: int
+    vocab_size: int
+    intermediate_size: int
+    num_heads: int
+    max_head_dim: int
+    cache_layers: tuple[tuple[int, int], ...]  # (KV heads, head_dim) per layer that owns K/V
+    max_context: int
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(self.parameters.values()) + self.other_parameters
+
+
+def _part_of(name: str) -> Part | None:
+    if "embed_vision" in name:
+        return Part.VISION
+    if "embed_audio" in name:
+        return Part.AUDIO
+    if "embed_tokens" in name:
+        return Part.EMBEDDING
+    if "lm_head" in name:
+        return Part.LM_HEAD
+    if ".self_attn." in name:
+        return Part.ATTENTION
+    if ".mlp." in name:
+        return Part.MLP
+    return None
+
+
+def shape_from_configs(target_config: dict, drafter_config: dict | None = None) -> ModelShape:
+    """Count parameters per part on the meta device (needs torch + transformers)."""
+    import torch
+    from transformers import AutoConfig
+
+    from gemma_edge.exporter.hf_patches import apply_transformers_patches
+    from gemma_edge.exporter.layout import cache_layers
+
+    apply_transformers_patches()  # an assistant config does not build without it
+
+    def build(config_dict: dict) -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+        config = AutoConfig.for_model(**config_dict)
+        factory = AutoModelForImageTextToText if config_dict["model_type"] == "gemma4_unified" else AutoModelForCausalLM
+        with torch.device("meta"):
+            return factory.from_config(config)
+
+    parameters = {part: 0 for part in Part}
+    other = 0
+    target = build(target_config)
+    for name, parameter in target.named_parameters():  # a tied lm_head appears once, as embed_tokens
+        part = _part_of(name)
+        if part is None or parameter.dim() != 2:
+            other += parameter.numel()
+        else:
+            parameters[part] += parameter.numel()
+    if target_config.get("tie_word_embeddings", True) or target_config.get("text_config", {}).get("tie_word_embeddings"):
+        parameters[Part.LM_HEAD] += parameters[Part.EMBEDDING]  # the decoder graph holds its own copy
+    if drafter_config is not None:
+        drafter = build(drafter_config)
+        parameters[Part.DRAFTER] = sum(p.numel() for p in drafter.parameters())
+    text = target.config.get_text_config()
+    caches = cache_layers(text)
+    return ModelShape(
+        parameters=parameters,
+        other_parameters=other,
+        hidden_size=text.hidden_size,
+        vocab_size=text.vocab_size,
+        intermediate_size=text.intermediate_size,
+        num_heads=text.num_attention_heads,
+        max_head_dim=max(cache.head_dim for cache in caches),
+        cache_layers=tuple((cache.num_kv_heads, cache.head_dim) for cache in caches),
+        max_context=text.max_position_embeddings,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    recipe: str
+    backend: str
+    context: int
+    weight_bytes: dict[str, int]  # per part, as stored
+    kv_cache_bytes: int
+    activation_bytes: int
+    runtime_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resident_weight_bytes(self) -> int:
+        return int(sum(self.weight_bytes.values()) * WEIGHT_RESIDENCY[self.backend])
+
+    @property
+    def total_bytes(self) -> int:
+        return self.resident_weight_bytes + self.kv_cache_bytes + self.activation_bytes + self.runtime_bytes
+
+    def to_json(self) -> dict:
+        return {
+            "recipe": self.recipe,
+            "backend": self.backend,
+            "context": self.context,
+            "weight_bytes": self.weight_bytes,
+            "artifact_weight_bytes": sum(self.weight_bytes.values()),
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "activation_bytes": self.activation_bytes,
+            "runtime_bytes": self.runtime_bytes,
+            "total_bytes": self.total_bytes,
+        }
+
+
+def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -> MemoryPlan:
+    weight_bytes = {}
+    for part, count in shape.parameters.items():
+        if count:
+            scheme = recipe.scheme(part)
+            weight_bytes[part.value] = int(count * scheme.bits_per_weight(shape.hidden_size) / 8)
+    weight_bytes["other"] = shape.other_parameters * 4
+    per_position = sum(2 * kv_heads * head_dim * 4 for kv_heads, head_dim in shape.cache_layers)
+    kv_cache = per_position * context * KV_COPIES[backend]
+    chunk = min(PREFILL_CHUNK, context)
+    attended = context if backend == "litert" else chunk  # LiteRT attends over the whole buffer
+    activations = 4 * (
+        chunk * shape.vocab_size  # logits
+        + shape.num_heads * chunk * attended  # attention scores of one layer
+        + 3 * chunk * shape.intermediate_size  # MLP intermediates
+        + 4 * chunk * shape.hidden_size
+    )
+    return MemoryPlan(
+        recipe=recipe.name,
+        backend=backend,
+        context=context,
+        weight_bytes=weight_bytes,
+        kv_cache_bytes=kv_cache,
+        activation_bytes=activations,
+        runtime_bytes=RUNTIME_BASE_BYTES[backend],
+    )
+
+
+def _contexts(profile: DeviceProfile, shape: ModelShape) -> list[int]:
+    longest = min(profile.default_context, shape.max_context)
+    contexts = [longest]
+    while contexts[-1] // 2 >= min(MIN_CONTEXT, longest):
+        contexts.append(contexts[-1] // 2)
+    return contexts
+
+
+def choose_plan(profile: DeviceProfile, shape: ModelShape, context: int | None = None) -> MemoryPlan:
+    """The most accurate of the profile's recipes that fits at the longest context up to the
+    profile's default (or exactly `context`); shorter contexts only when nothing fits."""
+    contexts = [context] if context is not None else _contexts(profile, shape)
+    closest: MemoryPlan | None = None
+    for candidate_context in contexts:
+        for name in profile.recipes:
+            plan = plan_memory(shape, get_recipe(name), candidate_context, profile.backend)
+            if plan.total_bytes <= profile.memory_budget_bytes:
+                return plan
+            if closest is None or plan.total_bytes < closest.total_bytes:
+                closest = plan
+    assert closest is not None
+    raise GemmaEdgeError(
+        f"nothing fits {profile.name} ({profile.memory_budget_bytes / 1024**3:.1f} GiB): the smallest plan, "
+        f"{closest.recipe} at {closest.context} tokens, needs {closest.total_bytes / 1024**3:.2f} GiB; "
+        "choose a larger --target or a smaller model"
+    )
