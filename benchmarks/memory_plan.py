@@ -34,7 +34,7 @@ MEDIUM = ReferenceShape(
     vocab_size=4096, hidden_size=1024, intermediate_size=4096, num_heads=8, num_kv_heads=4, head_dim=128,
     global_head_dim=256, layer_pattern="SSSFSSSFSF", num_kv_shared_layers=2, sliding_window=512,
     max_positions=4096, mm_embed_dim=64, drafter_hidden_size=256, drafter_intermediate_size=1024,
-    drafter_heads=2, initializer_range=0.02,
+    drafter_heads=4, initializer_range=0.02,  # drafter heads >= the target's KV heads (GQA groups)
 )  # fmt: skip
 
 
@@ -63,8 +63,8 @@ def main() -> None:
         medium = root / "medium"
         write_reference_model(medium, MEDIUM)
         models = {
-            "reference (trained, 10M)": (reference_model.TARGET_DIR, reference_model.DRAFTER_DIR),
             "random 150M": (medium / "target", medium / "drafter"),
+            "reference (trained, 10M)": (reference_model.TARGET_DIR, reference_model.DRAFTER_DIR),
         }
         for model_name, (target, drafter) in models.items():
             shape = shape_from_configs(json.loads((target / "config.json").read_text()), json.loads((drafter / "config.json").read_text()))

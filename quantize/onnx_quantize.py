@@ -109,7 +109,8 @@ def _nbits(model: onnx.ModelProto, names: list[str], scheme: WeightScheme, op_ty
         block_size=block,
         is_symmetric=scheme.symmetric,
         accuracy_level=ACCURACY_LEVEL,
-        nodes_to_include=names,
+        # nodes_to_include only adds to the op types quantized by default; exclusion is the filter.
+        nodes_to_exclude=[node.name for node in model.graph.node if node.name not in names],
         algo_config=config,
         **kwargs,
     )

@@ -1,0 +1,130 @@
+"""Quantization recipes: the registry, what each writer does per part, and the zero-row guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import assert_one_line_error, invoke
+
+from gemma_edge.exporter.export import ExportOptions, export
+from gemma_edge.quantize.onnx_quantize import node_part, weight_nodes
+from gemma_edge.quantize.recipes import ALIASES, RECIPES, Kind, Part, get_recipe
+from gemma_edge.quantize.zero_rows import LIFTED_VALUE, lift_zero_rows
+from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.runtime.manifest import GraphRole, load_manifest
+
+
+def test_every_recipe_has_a_scheme_per_part_and_aliases_resolve() -> None:
+    for recipe in RECIPES.values():
+        assert {part: recipe.scheme(part) for part in Part}
+        assert set(recipe.formats) <= {"onnx", "tflite"}
+    assert get_recipe("int4").name == "int4-b32-sym" and get_recipe("int8").name == "int8"
+    assert all(get_recipe(alias).name == target for alias, target in ALIASES.items())
+    mixed = get_recipe("mixed")
+    assert mixed.scheme(Part.MLP).kind == Kind.INT4 and mixed.scheme(Part.ATTENTION).kind == Kind.INT8
+    assert mixed.lowest_kind == Kind.INT4 and get_recipe("fp16").lowest_kind == Kind.FLOAT16
+    with pytest.raises(GemmaEdgeError, match="unknown quantization recipe 'int3'"):
+        get_recipe("int3")
+
+
+def test_bits_per_weight_count_scales_and_zero_points() -> None:
+    assert get_recipe("int4-b32-sym").default.bits_per_weight(256) == 4 + 32 / 32
+    assert get_recipe("int4-b64-asym").default.bits_per_weight(256) == 4 + 36 / 64
+    assert get_recipe("int8").default.bits_per_weight(256) == 8 + 32 / 128
+    assert get_recipe("fp16").default.bits_per_weight(256) == 16
+
+
+def test_recipes_command_lists_the_registry() -> None:
+    result = invoke("recipes", "--json")
+    assert result.exit_code == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert set(listed) == set(RECIPES)
+    assert listed["fp16"]["formats"] == ["onnx"] and listed["mixed"]["parts"]["mlp"] == "int4 b32 sym"
+
+
+def test_unknown_recipe_and_recipe_without_the_format_are_refused(tmp_path: Path) -> None:
+    assert_one_line_error(invoke("export", "--out", str(tmp_path / "a"), "--quant", "int3"), "int3", "gemma-edge recipes")
+    assert_one_line_error(invoke("export", "--out", str(tmp_path / "b"), "--quant", "fp16"), "fp16", "--format onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_lift_zero_rows_lifts_only_zero_rows_and_restores_them() -> None:
+    layer = torch.nn.Linear(8, 4, bias=False)
+    with torch.no_grad():
+        layer.weight[2] = 0.0
+    before = layer.weight.detach().clone()
+    with lift_zero_rows(layer) as lifted:
+        assert lifted == 1
+        assert torch.all(layer.weight[2] == LIFTED_VALUE)
+        assert torch.equal(layer.weight[[0, 1, 3]], before[[0, 1, 3]])
+    assert torch.equal(layer.weight, before)
+
+
+@pytest.fixture(scope="module")
+def quantized_tiny(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny random model (its pad row is all zero) exported as ONNX mixed and TFLite int4."""
+    root = tmp_path_factory.mktemp("quantized")
+    folders = {}
+    for recipe, fmt in (("mixed", "onnx"), ("int4", "tflite")):
+        folders[recipe] = root / recipe
+        export(
+            ExportOptions(
+                out=folders[recipe],
+                checkpoint=tiny_checkpoints / "target",
+                drafter=tiny_checkpoints / "drafter",
+                format=fmt,
+                precision=recipe,
+                context_length=64,
+                prefill_lengths=(8,),
+                show_progress=False,
+            )
+        )
+    return folders
+
+
+def _nbits_by_part(model: onnx.ModelProto, reference: onnx.ModelProto, role: GraphRole) -> dict[Part, set[int]]:
+    """Bits of the MatMulNBits node that replaced each fp32 weight node, grouped by part."""
+    parts = {node.name: node_part(node, role) for node in weight_nodes(reference)}
+    found: dict[Part, set[int]] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            original = node.name.removesuffix("_Q4").removesuffix("_Q8")
+            bits = next(attribute.i for attribute in node.attribute if attribute.name == "bits")
+            found.setdefault(parts[original], set()).add(bits)
+    return found
+
+
+def test_onnx_mixed_recipe_quantizes_each_part_as_it_says(quantized_tiny: dict[str, Path], tiny_checkpoints: Path, tmp_path: Path) -> None:
+    fp32 = tmp_path / "fp32"
+    export(
+        ExportOptions(
+            out=fp32, checkpoint=tiny_checkpoints / "target", drafter=tiny_checkpoints / "drafter", format="onnx",
+            context_length=64, show_progress=False,
+        )
+    )  # fmt: skip
+    folder = quantized_tiny["mixed"]
+    decoder = onnx.load(folder / "decoder.onnx")
+    by_part = _nbits_by_part(decoder, onnx.load(fp32 / "decoder.onnx"), GraphRole.DECODER)
+    assert by_part == {Part.MLP: {4}, Part.ATTENTION: {8}, Part.LM_HEAD: {8}}
+    assert not [node for node in decoder.graph.node if node.op_type == "MatMul" and node.name in {n.name for n in weight_nodes(decoder)}]
+    embedder = onnx.load(folder / "token_embedder.onnx")
+    assert "DequantizeLinear" in {node.op_type for node in embedder.graph.node}  # int8 table
+    assert load_manifest(folder).quantization["parts"]["mlp"] == "int4 b32 sym"
+
+
+def test_tflite_int4_with_an_all_zero_pad_row_runs_on_xnnpack(quantized_tiny: dict[str, Path], tiny_checkpoints: Path) -> None:
+    """Without the zero-row guard XNNPACK refuses the int4 lm_head ("unsupported scale value 0")."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(tiny_checkpoints / "target" / "model.safetensors"))
+    table = next(value for name, value in weights.items() if name.endswith("embed_tokens.weight"))
+    assert not np.any(table[0]), "the tiny model should have an all-zero pad row for this test to mean anything"
+    folder = quantized_tiny["int4"]
+    result = invoke("run", str(folder), "--prompt", "hello", "--max-new-tokens", "6", "--backend", "litert", "--stats-json", str(folder.parent / "s.json"))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((folder.parent / "s.json").read_text())["new_tokens"] == 6
