@@ -74,6 +74,11 @@ def _part_of(name: str) -> Part | None:
     return None
 
 
+def _persistent_buffer_elements(module: "torch.nn.Module") -> int:  # noqa: F821 - torch is imported lazily
+    saved = set(module.state_dict())
+    return sum(buffer.numel() for name, buffer in module.named_buffers() if name in saved)
+
+
 def shape_from_configs(target_config: dict, drafter_config: dict | None = None) -> ModelShape:
     """Count parameters per part on the meta device (needs torch + transformers)."""
     import torch
@@ -93,8 +98,8 @@ def shape_from_configs(target_config: dict, drafter_config: dict | None = None) 
             return factory.from_config(config)
 
     parameters = {part: 0 for part in Part}
-    other = 0
     target = build(target_config)
+    other = _persistent_buffer_elements(target)  # e.g. per-layer scalars, stored with the weights
     for name, parameter in target.named_parameters():  # a tied lm_head appears once, as embed_tokens
         part = _part_of(name)
         if part is None or parameter.dim() != 2:
@@ -105,7 +110,7 @@ def shape_from_configs(target_config: dict, drafter_config: dict | None = None) 
         parameters[Part.LM_HEAD] += parameters[Part.EMBEDDING]  # the decoder graph holds its own copy
     if drafter_config is not None:
         drafter = build(drafter_config)
-        parameters[Part.DRAFTER] = sum(p.numel() for p in drafter.parameters())
+        parameters[Part.DRAFTER] = sum(p.numel() for p in drafter.parameters()) + _persistent_buffer_elements(drafter)
     text = target.config.get_text_config()
     caches = cache_layers(text)
     return ModelShape(
