@@ -30,7 +30,7 @@ import onnx
 
 from gemma_edge.runtime.manifest import GraphRole
 
-from .recipes import Kind, Part, Recipe, WeightScheme
+from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
 
 ACCURACY_LEVEL = 4
 _ROLE_PART = {
@@ -50,13 +50,10 @@ def node_part(node: onnx.NodeProto, role: GraphRole) -> Part:
     if role in _ROLE_PART:
         return _ROLE_PART[role]
     scopes = _scopes(node)
-    if "lm_head" in scopes:
-        return Part.LM_HEAD
-    if ".self_attn." in scopes:
-        return Part.ATTENTION
-    if ".mlp." in scopes:
-        return Part.MLP
-    raise ValueError(f"cannot tell which part of the decoder node {node.name} belongs to (scopes {scopes!r})")
+    part = part_of_module_path(scopes)
+    if part not in (Part.LM_HEAD, Part.ATTENTION, Part.MLP):
+        raise ValueError(f"cannot tell which part of the decoder node {node.name} belongs to (scopes {scopes!r})")
+    return part
 
 
 def weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

@@ -26,6 +26,22 @@ class Part(str, Enum):
     AUDIO = "audio"
 
 
+def part_of_module_path(path: str) -> Part | None:
+    """The part a transformers module path (or a dynamo export's name scopes) belongs to; None
+    for norms and other small tensors, which stay float."""
+    for token, part in (
+        ("embed_vision", Part.VISION),
+        ("embed_audio", Part.AUDIO),
+        ("embed_tokens", Part.EMBEDDING),
+        ("lm_head", Part.LM_HEAD),
+        (".self_attn.", Part.ATTENTION),
+        (".mlp.", Part.MLP),
+    ):
+        if token in path:
+            return part
+    return None
+
+
 class Kind(str, Enum):
     FLOAT32 = "fp32"
     FLOAT16 = "fp16"

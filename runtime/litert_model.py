@@ -24,6 +24,7 @@ from .litert_signatures import (
 )
 from .manifest import CacheLayer, GraphRole, LayerType, Manifest, litert_cache_names
 from .masks import BLOCKED, litert_decoder_mask
+from .model import GraphModel
 
 
 class FixedKVCache:
@@ -54,14 +55,11 @@ def _pad_rows(array: np.ndarray, rows: int, axis: int = 1, value: float = 0.0) -
     return np.pad(array, widths, constant_values=value)
 
 
-class LiteRtModel:
+class LiteRtModel(GraphModel):
+    format = "tflite"
+
     def __init__(self, manifest: Manifest, backend: Backend):
-        self.manifest = manifest
-        self.backend = backend
-        self.graph_names = manifest.graph_names("tflite")
-        for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
-            if role not in self.graph_names:
-                raise GemmaEdgeError(f"the manifest has no TFLite {role.value} graph; re-run `gemma-edge export`")
+        super().__init__(manifest, backend)
         decoder = self._spec(GraphRole.DECODER)
         mask = decoder.signature(DECODE).inputs[[t.name for t in decoder.signature(DECODE).inputs].index("mask")]
         self.capacity = int(mask.shape[-1])
@@ -74,10 +72,6 @@ class LiteRtModel:
 
     def _run(self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.backend.run(self.graph_names[role], feeds, signature)
-
-    @property
-    def has_drafter(self) -> bool:
-        return GraphRole.DRAFTER in self.graph_names and self.manifest.drafter is not None
 
     def new_cache(self) -> FixedKVCache:
         return FixedKVCache(self.manifest.model.cache_layers, self.capacity)

@@ -53,20 +53,28 @@ class RuntimeModel(Protocol):
     def embed_audio(self, frames: np.ndarray) -> np.ndarray: ...
 
 
-class ExportedModel:
-    """The ONNX graphs: dynamic sequence axes, caches that grow by concatenation."""
+class GraphModel:
+    """What both model forms share: the manifest, the backend, and the graphs of one format."""
+
+    format = ""
 
     def __init__(self, manifest: Manifest, backend: Backend):
         self.manifest = manifest
         self.backend = backend
-        self.graph_names = manifest.graph_names("onnx")
+        self.graph_names = manifest.graph_names(self.format)
         for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
             if role not in self.graph_names:
-                raise GemmaEdgeError(f"the manifest has no {role.value} graph; re-run `gemma-edge export`")
+                raise GemmaEdgeError(f"the manifest has no {self.format} {role.value} graph; re-run `gemma-edge export`")
 
     @property
     def has_drafter(self) -> bool:
         return GraphRole.DRAFTER in self.graph_names and self.manifest.drafter is not None
+
+
+class ExportedModel(GraphModel):
+    """The ONNX graphs: dynamic sequence axes, caches that grow by concatenation."""
+
+    format = "onnx"
 
     def new_cache(self) -> KVCache:
         return KVCache(self.manifest.model.cache_layers)

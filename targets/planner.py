@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gemma_edge.quantize.recipes import Part, Recipe, get_recipe
+from gemma_edge.quantize.recipes import Part, Recipe, get_recipe, part_of_module_path
 from gemma_edge.runtime.errors import GemmaEdgeError
 
 from .profile import DeviceProfile
@@ -66,22 +66,6 @@ class ModelShape:
         return sum(self.parameters.values()) + self.other_parameters
 
 
-def _part_of(name: str) -> Part | None:
-    if "embed_vision" in name:
-        return Part.VISION
-    if "embed_audio" in name:
-        return Part.AUDIO
-    if "embed_tokens" in name:
-        return Part.EMBEDDING
-    if "lm_head" in name:
-        return Part.LM_HEAD
-    if ".self_attn." in name:
-        return Part.ATTENTION
-    if ".mlp." in name:
-        return Part.MLP
-    return None
-
-
 def _persistent_buffer_elements(module: "torch.nn.Module") -> int:  # noqa: F821 - torch is imported lazily
     saved = set(module.state_dict())
     return sum(buffer.numel() for name, buffer in module.named_buffers() if name in saved)
@@ -109,7 +93,7 @@ def shape_from_configs(target_config: dict, drafter_config: dict | None = None) 
     target = build(target_config)
     other = _persistent_buffer_elements(target)  # e.g. per-layer scalars, stored with the weights
     for name, parameter in target.named_parameters():  # a tied lm_head appears once, as embed_tokens
-        part = _part_of(name)
+        part = part_of_module_path(name)
         if part is None or parameter.dim() != 2:
             other += parameter.numel()
         else:
