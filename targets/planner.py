@@ -17,8 +17,9 @@ peak RSS is modelled as
 WEIGHT_RESIDENCY, ACTIVATION_FACTOR and RUNTIME_BASE_BYTES are fitted (least squares) to the
 peak RSS benchmarks/memory_plan.py measured for fp32 and int4 exports of a 10M and a 150M
 model on this project's development VM (benchmarks/README.md has the runs):
-  - onnxruntime holds each weight byte once; its arena keeps ~3.5x the planned activations
-    (chunks grow by doubling, several intermediates live at once);
+  - onnxruntime holds each float weight byte once and integer ones ~1.7 times (MatMulNBits'
+    prepacked copy); its arena keeps ~3.5x the planned activations (chunks grow by doubling,
+    several intermediates live at once);
   - LiteRT holds each weight byte ~5.9 times: XNNPACK packs the weights again for every
     signature it runs (prefill, decode, verify), fp32 and int4 alike. That, not the file
     size, is what bounds the TFLite path today.
@@ -34,8 +35,26 @@ from gemma_edge.runtime.errors import GemmaEdgeError
 from .profile import DeviceProfile
 
 MIB = 1024**2
-# Bytes of RSS per byte of weights in the artifact, per backend (fitted; see the module doc).
-WEIGHT_RESIDENCY = {"onnxruntime": 1.0, "litert": 5.85}
+# Bytes of RSS per byte of weights in the artifact, per backend and float/integer (fitted; see
+# the module doc). For onnxruntime the integer figure holds for graphs with inline weights (our
+# small models): their protobuf copy stays beside MatMulNBits' prepacked one. Graphs above the
+# external-data threshold read weights from a separate file instead; FINDINGS' int4 12B run
+# (10.75 GiB peak for 7.85 GiB of weights, short context) bounds their residency near 1.
+WEIGHT_RESIDENCY = {
+    "onnxruntime": {"float": 1.0, "integer": 1.7, "external": 1.0},
+    "litert": {"float": 5.85, "integer": 5.85, "external": 5.85},
+}
+EXTERNAL_DATA_BYTES = 512 * MIB  # onnx_writer's threshold for writing weights to a .data file
+# The graph each part's weights live in (the decoder holds the lm_head's own copy).
+_GRAPH_OF_PART = {
+    Part.EMBEDDING: "token_embedder",
+    Part.LM_HEAD: "decoder",
+    Part.ATTENTION: "decoder",
+    Part.MLP: "decoder",
+    Part.DRAFTER: "drafter",
+    Part.VISION: "vision_embedder",
+    Part.AUDIO: "audio_embedder",
+}
 # RSS per byte of the planned activations (allocator arenas, live intermediates; fitted).
 ACTIVATION_FACTOR = {"onnxruntime": 3.5, "litert": 3.26}
 # RSS of the runtime with an empty model: Python, numpy, tokenizers and the backend library (fitted).
@@ -124,14 +143,11 @@ class MemoryPlan:
     backend: str
     context: int
     weight_bytes: dict[str, int]  # per part, as stored
+    resident_weight_bytes: int  # what the backend holds for them in memory
     kv_cache_bytes: int
     activation_bytes: int
     runtime_bytes: int
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def resident_weight_bytes(self) -> int:
-        return int(sum(self.weight_bytes.values()) * WEIGHT_RESIDENCY[self.backend])
 
     @property
     def total_bytes(self) -> int:
@@ -144,6 +160,7 @@ class MemoryPlan:
             "context": self.context,
             "weight_bytes": self.weight_bytes,
             "artifact_weight_bytes": sum(self.weight_bytes.values()),
+            "resident_weight_bytes": self.resident_weight_bytes,
             "kv_cache_bytes": self.kv_cache_bytes,
             "activation_bytes": self.activation_bytes,
             "runtime_bytes": self.runtime_bytes,
@@ -155,9 +172,21 @@ def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -
     weight_bytes = {}
     for part, count in shape.parameters.items():
         if count:
-            scheme = recipe.scheme(part)
-            weight_bytes[part.value] = int(count * scheme.bits_per_weight(shape.hidden_size) / 8)
+            weight_bytes[part.value] = int(count * recipe.scheme(part).bits_per_weight(shape.hidden_size) / 8)
     weight_bytes["other"] = shape.other_parameters * 4
+    graph_bytes: dict[str, int] = {}
+    for part in Part:
+        graph_bytes[_GRAPH_OF_PART[part]] = graph_bytes.get(_GRAPH_OF_PART[part], 0) + weight_bytes.get(part.value, 0)
+    residency = WEIGHT_RESIDENCY[backend]
+    resident = weight_bytes["other"] * residency["float"]
+    for part in Part:
+        if part.value not in weight_bytes:
+            continue
+        if graph_bytes[_GRAPH_OF_PART[part]] > EXTERNAL_DATA_BYTES:
+            kind = "external"
+        else:
+            kind = "integer" if recipe.scheme(part).quantized else "float"
+        resident += weight_bytes[part.value] * residency[kind]
     per_position = sum(2 * kv_heads * head_dim * 4 for kv_heads, head_dim in shape.cache_layers)
     kv_cache = per_position * context * KV_COPIES[backend]
     chunk = min(PREFILL_CHUNK, context)
@@ -174,6 +203,7 @@ def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -
         backend=backend,
         context=context,
         weight_bytes=weight_bytes,
+        resident_weight_bytes=int(resident),
         kv_cache_bytes=kv_cache,
         activation_bytes=activations,
         runtime_bytes=RUNTIME_BASE_BYTES[backend],
