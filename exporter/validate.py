@@ -34,6 +34,7 @@ from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_man
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
 from .export import BUILTIN
+from .fidelity import measure_fidelity
 from .quality import THRESHOLDS, Thresholds, kl_per_position, measure_quality
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
@@ -345,6 +346,7 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     kind = get_recipe(next(iter(manifest.graphs.values())).precision).lowest_kind
     thresholds = THRESHOLDS[kind]
     qualities: dict[str, dict] = {}
+    fidelity: dict | None = None  # quantized ONNX only (module doc of fidelity.py)
     graphs: dict[str, GraphReport] = {}
     generations: dict[str, dict] = {}
     extra: dict[str, float] = {}
@@ -363,6 +365,8 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
             extra[f"{names[GraphRole.DRAFTER]}_next_hidden_max_abs_diff"] = hidden.max_abs_diff
         generations[backend] = _generation_check(engine, target, exact=kind == Kind.FLOAT32)
         qualities[backend] = measure_quality(engine, target, thresholds)
+        if backend == "onnxruntime" and kind in (Kind.INT8, Kind.INT4):
+            fidelity = measure_fidelity(engine, target)
         for signature_graph, signature in getattr(engine.model.backend, "started", set()):
             comparisons[signature_graph].signatures.append(signature)
         for name, comparison in comparisons.items():
@@ -380,12 +384,14 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     }
     quality = {**next(iter(qualities.values())), "passed": all(q["passed"] for q in qualities.values()), "backends": qualities}
     passed = all(report.passed for report in graphs.values()) and generation["passed"] and quality["passed"]
+    passed = passed and (fidelity is None or fidelity["passed"])
     return {
         "passed": passed,
         "recipe": next(iter(manifest.graphs.values())).precision,
         "graphs": {name: asdict(report) for name, report in graphs.items()},
         "generation": generation,
         "quality": quality,
+        "fidelity": fidelity,
         "thresholds": asdict(thresholds),
         **extra,
     }

@@ -180,6 +180,12 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
             f"KL {quality['kl_mean']:.2e}, perplexity {quality['perplexity_reference']:.3f} -> {quality['perplexity']:.3f}, "
             f"drafter acceptance {acceptance}  {'pass' if quality['passed'] else 'FAIL'}"
         )
+    fidelity = report.get("fidelity")
+    if fidelity is not None:
+        click.echo(
+            f"onnx graphs vs a fake-quant reference ({fidelity['positions']} positions): top-1 {fidelity['top1_agreement']:.2%}, "
+            f"KL {fidelity['kl_mean']:.2e}  {'pass' if fidelity['passed'] else 'FAIL'}"
+        )
     click.echo("passed" if report["passed"] else "FAILED")
     if not report["passed"]:
         sys.exit(EXIT_VALIDATION_FAILED)

@@ -20,6 +20,7 @@ embedder and as the lm_head MatMul in the decoder.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -141,6 +142,7 @@ def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> None:
     """Rewrite the fp32 graph at `path` (no external data) in place according to `recipe`."""
     model = onnx.load(path)
     groups: dict[tuple[WeightScheme, str], list[str]] = {}
+    provenance = {node.name: list(node.metadata_props) for node in weight_nodes(model)}
     for node in weight_nodes(model):
         scheme = recipe.scheme(node_part(node, role))
         groups.setdefault((scheme, node.op_type), []).append(node.name)
@@ -156,4 +158,14 @@ def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> None:
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             model = convert_float_to_float16(model, keep_io_types=True)
+    _keep_provenance(model, provenance)
     onnx.save(model, path)
+
+
+def _keep_provenance(model: onnx.ModelProto, provenance: dict[str, list]) -> None:
+    """The quantizers build new nodes (`<name>_Q4`, ...) without the exporter's metadata; copy it
+    over so each quantized node still names the module it came from (fidelity checks read it)."""
+    for node in model.graph.node:
+        original = re.sub(r"_Q\d+$", "", node.name)
+        if original in provenance and not node.metadata_props:
+            node.metadata_props.extend(provenance[original])
