@@ -134,6 +134,9 @@ _RECIPES = [
             "vision/audio int8",
             _int4(block, symmetric),
             _INT4_OVERRIDES,
+            # ai-edge-quantizer 0.10's dynamic int4 is symmetric only (its policy rejects zero points)
+            formats=("onnx", "tflite") if symmetric else ("onnx",),
+            note="" if symmetric else "ONNX only: LiteRT's dynamic int4 has no zero points",
             aliases=("int4",) if (block, symmetric) == (32, True) else (),
         )
         for block in (32, 64, 128)

@@ -7,6 +7,6 @@ PROFILE = DeviceProfile(
     description="12 GB phone, LiteRT (XNNPACK)",
     memory_budget_bytes=6 * GIB,
     backend="litert",
-    recipes=("fp32", "int8", "mixed", "int4-b32-asym", "int4-b32-sym", "int4-b64-sym", "int4-b128-sym"),
+    recipes=("fp32", "int8", "mixed", "int4-b32-sym", "int4-b64-sym", "int4-b128-sym"),
     default_context=4096,
 )

@@ -7,6 +7,6 @@ PROFILE = DeviceProfile(
     description="6 GB phone, LiteRT (XNNPACK)",
     memory_budget_bytes=int(2.5 * GIB),
     backend="litert",
-    recipes=("int8", "mixed", "int4-b32-asym", "int4-b32-sym", "int4-b64-sym", "int4-b128-sym"),
+    recipes=("int8", "mixed", "int4-b32-sym", "int4-b64-sym", "int4-b128-sym"),
     default_context=2048,
 )

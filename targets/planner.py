@@ -225,6 +225,8 @@ def choose_plan(profile: DeviceProfile, shape: ModelShape, context: int | None =
     closest: MemoryPlan | None = None
     for candidate_context in contexts:
         for name in profile.recipes:
+            if profile.format not in get_recipe(name).formats:
+                continue
             plan = plan_memory(shape, get_recipe(name), candidate_context, profile.backend)
             if plan.total_bytes <= profile.memory_budget_bytes:
                 return plan
