@@ -128,3 +128,17 @@ def test_tflite_int4_with_an_all_zero_pad_row_runs_on_xnnpack(quantized_tiny: di
     result = invoke("run", str(folder), "--prompt", "hello", "--max-new-tokens", "6", "--backend", "litert", "--stats-json", str(folder.parent / "s.json"))
     assert result.exit_code == 0, result.stderr
     assert json.loads((folder.parent / "s.json").read_text())["new_tokens"] == 6
+
+
+def test_builtin_mixed_onnx_passes_quality_and_fidelity(tmp_path: Path) -> None:
+    """The trained model, quantized: quality against fp32 within the int4 marks, and the graphs
+    against a fake-quant reference built from their own dequantized weights."""
+    out, report_path = tmp_path / "mixed", tmp_path / "r.json"
+    export(ExportOptions(out=out, format="onnx", precision="mixed", context_length=512, show_progress=False))
+    result = invoke("validate", str(out), "--json", str(report_path))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and report["recipe"] == "mixed"
+    assert report["quality"]["top1_agreement"] >= 0.90 and report["quality"]["kl_mean"] <= 0.05
+    fidelity = report["fidelity"]
+    assert fidelity["passed"] and fidelity["kl_mean"] < report["quality"]["kl_mean"]
