@@ -65,9 +65,13 @@ def dequantize_embedding(model: onnx.ModelProto) -> np.ndarray | None:
     for node in model.graph.node:
         if node.op_type == "GatherBlockQuantized":
             block = next(attribute.i for attribute in node.attribute if attribute.name == "block_size")
-            data = initializers[node.input[0]].astype(np.float32)  # [V, H], 4-bit values
+            # [V, H] 4-bit values: uint4 with zero points, or int4 (zero 0) when symmetric
+            data = initializers[node.input[0]].astype(np.float32)
             scales = np.repeat(initializers[node.input[2]], block, axis=1)[:, : data.shape[1]]
-            zero = np.repeat(initializers[node.input[3]], block, axis=1)[:, : data.shape[1]] if len(node.input) > 3 else 8
+            if len(node.input) > 3 and node.input[3]:
+                zero = np.repeat(initializers[node.input[3]], block, axis=1)[:, : data.shape[1]].astype(np.float32)
+            else:
+                zero = np.float32(8 if initializers[node.input[0]].dtype.name == "uint4" else 0)
             return (data - zero) * scales
         if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
             data = initializers[node.input[0]].astype(np.float32)

@@ -22,7 +22,7 @@ from .litert_signatures import (
     plan_chunks,
     vision_budgets,
 )
-from .manifest import CacheLayer, GraphRole, LayerType, Manifest, litert_cache_names
+from .manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
 from .masks import BLOCKED, litert_decoder_mask
 from .model import GraphModel
 
@@ -67,7 +67,7 @@ class LiteRtModel(GraphModel):
         self.decoder_lengths = decoder_lengths([s.name for s in decoder.signatures], verify_length)
         self.embedder_lengths = embedder_lengths([s.name for s in self._spec(GraphRole.TOKEN_EMBEDDER).signatures])
 
-    def _spec(self, role: GraphRole):  # noqa: ANN202 - GraphSpec
+    def _spec(self, role: GraphRole) -> GraphSpec:
         return self.manifest.graphs[self.graph_names[role]]
 
     def _run(self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -142,3 +142,32 @@ def test_builtin_mixed_onnx_passes_quality_and_fidelity(tmp_path: Path) -> None:
     assert report["quality"]["top1_agreement"] >= 0.90 and report["quality"]["kl_mean"] <= 0.05
     fidelity = report["fidelity"]
     assert fidelity["passed"] and fidelity["kl_mean"] < report["quality"]["kl_mean"]
+
+
+@pytest.mark.parametrize("symmetric", [True, False], ids=["sym", "asym"])
+def test_dequantized_embedding_table_matches_the_float_one(symmetric: bool, tmp_path: Path) -> None:
+    """The fidelity reference reads the int4 table back (int4 when symmetric, uint4 + zero points
+    otherwise); it must land within one quantization step of the float table (onnxruntime's
+    symmetric scale is absmax / 8, so +absmax clips to 7 steps: an error of one step)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gemma_edge.exporter.fidelity import dequantize_embedding
+    from gemma_edge.quantize.onnx_quantize import quantize_onnx
+    from gemma_edge.quantize.recipes import Recipe, WeightScheme
+
+    table = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["out"], name="node_embedding")],
+        "embedder",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 32])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    path = tmp_path / "embedder.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
+    recipe = Recipe("test", "test", WeightScheme(Kind.INT4, block_size=32, symmetric=symmetric))
+    quantize_onnx(path, GraphRole.TOKEN_EMBEDDER, recipe)
+    restored = dequantize_embedding(onnx.load(path))
+    step = np.abs(table).max(axis=1, keepdims=True) / 7  # bounds every block's step in the row
+    assert restored.shape == table.shape and np.all(np.abs(restored - table) <= step + 1e-6)
+    assert np.abs(restored - table).mean() < step.mean() / 3  # a wrong zero point shifts everything
