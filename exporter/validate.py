@@ -28,7 +28,12 @@ from gemma_edge.runtime.backend import BACKENDS, FORMATS
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.generate import GenerationConfig
-from gemma_edge.runtime.litert_signatures import decoder_lengths, embedder_lengths
+from gemma_edge.runtime.litert_signatures import (
+    audio_frame_counts,
+    decoder_lengths,
+    embedder_lengths,
+    vision_budgets,
+)
 from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_manifest
 
 from . import reference_model
@@ -183,11 +188,13 @@ def _sweep_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compa
         with torch.no_grad():
             reference = target.model.model.language_model.embed_tokens(torch.tensor([ids])).numpy()
         comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("sweep", model.embed_tokens(ids), reference, logits=False)
-    for role, case in ((GraphRole.VISION_EMBEDDER, "vision"), (GraphRole.AUDIO_EMBEDDER, "audio")):
+    for role, case, lengths in (
+        (GraphRole.VISION_EMBEDDER, "vision", vision_budgets),
+        (GraphRole.AUDIO_EMBEDDER, "audio", audio_frame_counts),
+    ):
         if role not in tflite:
             continue
-        for signature in engine.manifest.graphs[tflite[role]].signatures:
-            count = int(signature.name.rsplit("_", 1)[1])
+        for count in lengths([signature.name for signature in engine.manifest.graphs[tflite[role]].signatures]):
             if case == "vision":
                 side = int(np.ceil(np.sqrt(count)))
                 positions = np.array([[i % side, i // side] for i in range(count)], dtype=np.int64)

@@ -61,8 +61,8 @@ class LiteRtModel(GraphModel):
     def __init__(self, manifest: Manifest, backend: Backend):
         super().__init__(manifest, backend)
         decoder = self._spec(GraphRole.DECODER)
-        mask = decoder.signature(DECODE).inputs[[t.name for t in decoder.signature(DECODE).inputs].index("mask")]
-        self.capacity = int(mask.shape[-1])
+        mask = next(tensor for tensor in decoder.signature(DECODE).inputs if tensor.name == "mask")
+        self.capacity = int(mask.shape[-1])  # [1, 1, 1, C]
         verify_length = self.manifest.drafter.num_assistant_tokens + 1 if self.manifest.drafter else None
         self.decoder_lengths = decoder_lengths([s.name for s in decoder.signatures], verify_length)
         self.embedder_lengths = embedder_lengths([s.name for s in self._spec(GraphRole.TOKEN_EMBEDDER).signatures])

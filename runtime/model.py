@@ -56,7 +56,7 @@ class RuntimeModel(Protocol):
 class GraphModel:
     """What both model forms share: the manifest, the backend, and the graphs of one format."""
 
-    format = ""
+    format = ""  # the graph format this form runs (backend.FORMATS)
 
     def __init__(self, manifest: Manifest, backend: Backend):
         self.manifest = manifest

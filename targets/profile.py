@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gemma_edge.runtime.backend import FORMATS
+
 GIB = 1024**3
 
 
@@ -18,4 +20,4 @@ class DeviceProfile:
 
     @property
     def format(self) -> str:
-        return "onnx" if self.backend == "onnxruntime" else "tflite"
+        return FORMATS[self.backend]
