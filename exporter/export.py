@@ -28,7 +28,7 @@ from .litertlm_bundle import write_litertlm
 from .onnx_writer import write_onnx
 from .progress import StageProgress
 from .target_plan import apply_target
-from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, write_tflite
+from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, litert_shapes, write_tflite
 
 BUILTIN = "builtin"
 DEFAULT_DRAFT_TOKENS = 4
@@ -120,11 +120,7 @@ def export(options: ExportOptions) -> Manifest:
             graphs |= _write_onnx_graphs(target, drafter, summary, staging, recipe, progress)
         if "tflite" in formats:
             verify_length = (drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1
-            shapes = LiteRtShapes(
-                cache_capacity=summary.context_length,
-                verify_length=verify_length,
-                prefill_lengths=tuple(length for length in options.prefill_lengths if length < summary.context_length),
-            )
+            shapes = litert_shapes(summary, verify_length, options.prefill_lengths)
             graphs |= _write_tflite_graphs(target, drafter, summary, shapes, staging, recipe, progress)
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
         tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))

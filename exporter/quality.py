@@ -39,8 +39,11 @@ class Thresholds:
     embeddings_relative_error: float  # max |diff| / max |reference|
 
 
+# fp32 embeddings: 5e-5 of the largest value. The vision embedder sums 6912 products per output;
+# XNNPACK and PyTorch add them in different orders (worst case n * eps = 4e-4, relative), and a
+# real photograph (values in [0, 1], strongly correlated) lands near 1.2e-5.
 THRESHOLDS: dict[Kind, Thresholds] = {
-    Kind.FLOAT32: Thresholds(logits_max_abs_diff=1e-3, top1_agreement=1.0, kl_mean=None, embeddings_relative_error=1e-5),
+    Kind.FLOAT32: Thresholds(logits_max_abs_diff=1e-3, top1_agreement=1.0, kl_mean=None, embeddings_relative_error=5e-5),
     Kind.FLOAT16: Thresholds(logits_max_abs_diff=None, top1_agreement=0.99, kl_mean=1e-3, embeddings_relative_error=1e-2),
     Kind.INT8: Thresholds(logits_max_abs_diff=None, top1_agreement=0.97, kl_mean=0.01, embeddings_relative_error=0.05),
     Kind.INT4: Thresholds(logits_max_abs_diff=None, top1_agreement=0.90, kl_mean=0.05, embeddings_relative_error=0.15),

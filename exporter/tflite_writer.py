@@ -50,6 +50,19 @@ class LiteRtShapes:
     audio_frame_counts: tuple[int, ...] = DEFAULT_AUDIO_FRAME_COUNTS
 
 
+def litert_shapes(summary: ModelSummary, verify_length: int, prefill_lengths: tuple[int, ...]) -> LiteRtShapes:
+    """The static shapes for a model: prefill lengths shorter than the context, plus one that
+    holds the largest image the context can take: an image's soft tokens attend to each other
+    both ways, so the runtime prefills each image in one call
+    (runtime/litert_signatures.plan_chunks_keeping_blocks)."""
+    context = summary.context_length
+    lengths = {length for length in prefill_lengths if length < context}
+    fitting_budgets = [budget for budget in DEFAULT_IMAGE_TOKEN_BUDGETS if budget < context]
+    if summary.vision_patch_dim is not None and fitting_budgets and max(lengths, default=0) < max(fitting_budgets):
+        lengths.add(max(fitting_budgets))
+    return LiteRtShapes(cache_capacity=context, verify_length=verify_length, prefill_lengths=tuple(sorted(lengths)))
+
+
 @dataclass
 class LiteRtGraph:
     name: str  # file stem; the manifest key is f"{name}_tflite"

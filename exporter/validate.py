@@ -17,6 +17,7 @@ case; a TFLite graph passes only if every one of its signatures ran.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,11 @@ import torch
 
 from gemma_edge.quantize.recipes import Kind, get_recipe
 from gemma_edge.runtime.backend import BACKENDS, FORMATS
-from gemma_edge.runtime.engine import Engine
+from gemma_edge.runtime.audio import read_audio
+from gemma_edge.runtime.engine import Engine, MediaFiles, PreparedPrompt
 from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.generate import GenerationConfig
+from gemma_edge.runtime.generate import GenerationConfig, generate
+from gemma_edge.runtime.images import read_image
 from gemma_edge.runtime.litert_signatures import (
     audio_frame_counts,
     decoder_lengths,
@@ -35,11 +38,13 @@ from gemma_edge.runtime.litert_signatures import (
     vision_budgets,
 )
 from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_manifest
+from gemma_edge.runtime.media_prompt import Modality
 
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
 from .export import BUILTIN
 from .fidelity import measure_fidelity
+from .media_samples import write_sample_audio, write_sample_image
 from .quality import THRESHOLDS, Thresholds, kl_per_position, measure_quality
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
@@ -139,7 +144,14 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
     prompt_ids = engine.encode(VALIDATION_PROMPT)
     decode_steps = max(MIN_DECODE_STEPS, engine.manifest.model.sliding_window + 8)  # must cross the window
     # One chunk of each static prefill length (TFLite signatures), then the decode steps.
-    static_chunks = sorted(_static_decoder_lengths(engine), reverse=True)
+    # A length that does not fit the context here (the one added for images) runs in the
+    # multimodal case; the signature check below fails the graph if it never ran.
+    room = engine.manifest.model.context_length - len(prompt_ids) - decode_steps - VERIFY_CHUNK
+    static_chunks = []
+    for length in sorted(_static_decoder_lengths(engine)):
+        if sum(static_chunks) + length <= room:
+            static_chunks.append(length)
+    static_chunks.reverse()
     new_tokens = sum(static_chunks) + decode_steps + VERIFY_CHUNK
     with torch.no_grad():
         generated = target.model.generate(
@@ -212,63 +224,106 @@ def _sweep_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compa
             comparisons[names[role]].add("sweep", ours, reference, logits=False)
 
 
-def _multimodal_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> None:
-    """text, <boi> 6 image soft tokens <eoi>, text, <boa> 5 audio soft tokens <eoa>, text."""
-    model, tokens = engine.model, engine.manifest.tokens
-    if GraphRole.VISION_EMBEDDER not in names or GraphRole.AUDIO_EMBEDDER not in names:
-        return
-    rng = np.random.default_rng(0)
-    # A 3x2 grid of model patches plus two padding patches (dropped before merging).
-    positions = np.array([[x, y] for y in range(2) for x in range(3)] + [[-1, -1]] * 2, dtype=np.int64)
-    pixels = rng.uniform(-1, 1, (len(positions), engine.manifest.model.vision_patch_dim)).astype(np.float32)
-    frames = rng.uniform(-0.5, 0.5, (5, engine.manifest.model.audio_frame_size)).astype(np.float32)
-    text = engine.encode("Describe")
-    ids = (
-        text
-        + [tokens.begin_image] + [tokens.image] * 6 + [tokens.end_image]
-        + engine.encode(" and")[1:]
-        + [tokens.begin_audio] + [tokens.audio] * 5 + [tokens.end_audio]
-        + engine.encode(" please:")[1:]
-    )  # fmt: skip
-    ids_array = np.array(ids)
-    type_ids = (ids_array == tokens.image).astype(np.int64)  # 1 marks vision soft tokens
-    input_ids = torch.tensor([ids])
+MULTIMODAL_PROMPT = "Describe <image> and <audio> please:"
+
+
+def _sample_media(folder: Path) -> MediaFiles:
+    """A 640x480 PNG (280-token budget: 266 soft tokens) and 2 s of stereo 44.1 kHz WAV, written
+    to `folder`: the whole path from files runs, as `gemma-edge run --image --audio` runs it."""
+    return MediaFiles(
+        images=(write_sample_image(folder / "sample.png"),),
+        audio=(write_sample_audio(folder / "sample.wav", seconds=2.0),),
+    )
+
+
+def _reference_media_inputs(engine: Engine, media: MediaFiles, prepared: PreparedPrompt) -> dict[str, torch.Tensor]:
+    """transformers' keyword inputs for the same media: pixel_values padded to the budget (as its
+    processor pads), input_features per clip with their mask, mm_token_type_ids (1 = image)."""
+    summary, tokens = engine.manifest.model, engine.manifest.tokens
+    images = [read_image(path, media.image_tokens, summary.vision_patch_dim or 0) for path in media.images]
+    clips = [clip.frames for path in media.audio for clip in read_audio(path, summary.audio_frame_size or 0, media.split_audio)]
+    longest = max((len(frames) for frames in clips), default=0)
+    features = np.zeros((len(clips), longest, summary.audio_frame_size or 0), np.float32)
+    features_mask = np.zeros((len(clips), longest), bool)
+    for index, frames in enumerate(clips):
+        features[index, : len(frames)] = frames
+        features_mask[index, : len(frames)] = True
+    ids = np.array(prepared.prompt.token_ids)
+    return {
+        "input_ids": torch.from_numpy(ids)[None],
+        "pixel_values": torch.from_numpy(np.stack([image.pixel_values for image in images])),
+        "image_position_ids": torch.from_numpy(np.stack([image.positions for image in images])),
+        "input_features": torch.from_numpy(features),
+        "input_features_mask": torch.from_numpy(features_mask),
+        "mm_token_type_ids": torch.from_numpy((ids == tokens.image).astype(np.int64))[None],
+    }
+
+
+def _reference_masks(target: Checkpoint, type_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gemma 4's masks for a prompt with images, type_ids [1, S] (1 = image soft token).
+
+    transformers 5.23 disagrees with itself here: the model's create_masks_for_generate (and
+    gemma4's forward) follow Gemma 4's rule, image blocks bidirectional on sliding layers only
+    ("Gemma 4 explicitly disables bidirectional attention on global attention layers"), but
+    gemma4_unified's forward(), and so generate(), builds its own masks that open the blocks on
+    full-attention layers too. The runtime follows the rule; the reference gets it explicitly."""
+    length = type_ids.shape[1]
+    return type(target.model).create_masks_for_generate(
+        config=target.config,
+        inputs_embeds=torch.zeros(1, length, target.config.get_text_config().hidden_size),
+        attention_mask=None,
+        past_key_values=None,
+        position_ids=torch.arange(length)[None],
+        mm_token_type_ids=type_ids,
+    )
+
+
+def _reference_greedy(target: Checkpoint, inputs: dict[str, torch.Tensor], steps: int, eos: tuple[int, ...]) -> list[int]:
+    """Greedy tokens from transformers' forward over the whole sequence at every step, with the
+    masks of _reference_masks (generate() cannot be given them)."""
+    media = {name: value for name, value in inputs.items() if name not in ("input_ids", "mm_token_type_ids")}
+    ids, type_ids = inputs["input_ids"], inputs["mm_token_type_ids"]
+    tokens: list[int] = []
     with torch.no_grad():
-        # transformers 5.23 builds two different masks for the same prompt: forward() with
-        # mm_token_type_ids makes image blocks bidirectional on *every* layer, while generate()
-        # (create_masks_for_vision_model) keeps full-attention layers causal, as its docstring
-        # says Gemma 4 intends. The runtime follows generate(); so does this reference.
-        masks = type(target.model).create_masks_for_generate(
-            config=target.config,
-            inputs_embeds=torch.zeros(1, len(ids), engine.manifest.model.hidden_size),
-            attention_mask=None,
-            past_key_values=None,
-            position_ids=torch.arange(len(ids))[None],
-            mm_token_type_ids=torch.from_numpy(type_ids)[None],
-        )
-        output = target.model(
-            input_ids=input_ids,
-            attention_mask=masks,
-            pixel_values=torch.from_numpy(pixels)[None],
-            image_position_ids=torch.from_numpy(positions)[None],
-            input_features=torch.from_numpy(frames)[None],
-            input_features_mask=torch.ones(1, len(frames), dtype=torch.bool),
-        )
-        reference_image = target.model.model.get_image_features(
-            torch.from_numpy(pixels)[None], torch.from_numpy(positions)[None]
-        ).pooler_output[0].numpy()
-        reference_audio = target.model.model.embed_audio(torch.from_numpy(frames)[None])[0].numpy()
+        for _ in range(steps):
+            logits = target.model(input_ids=ids, attention_mask=_reference_masks(target, type_ids), **media).logits
+            token = int(logits[0, -1].argmax())
+            tokens.append(token)
+            if token in eos:
+                break
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            type_ids = torch.cat([type_ids, torch.zeros(1, 1, dtype=type_ids.dtype)], dim=1)
+    return tokens
 
-    image_embeds = model.embed_image(pixels, positions)
-    audio_embeds = model.embed_audio(frames)
-    comparisons[names[GraphRole.VISION_EMBEDDER]].add("multimodal", image_embeds, reference_image, logits=False)
-    comparisons[names[GraphRole.AUDIO_EMBEDDER]].add("multimodal", audio_embeds, reference_audio, logits=False)
 
-    embeds = model.embed_tokens(ids).copy()
-    embeds[0, ids_array == tokens.image] = image_embeds
-    embeds[0, ids_array == tokens.audio] = audio_embeds
-    block_ids = np.where(ids_array == tokens.image, 0, -1)
-    logits, _ = model.decode(embeds, model.new_cache(), block_ids)
+def _has_media_graphs(names: dict[GraphRole, str]) -> bool:
+    return GraphRole.VISION_EMBEDDER in names and GraphRole.AUDIO_EMBEDDER in names
+
+
+def _multimodal_case(
+    engine: Engine, target: Checkpoint, media: MediaFiles, comparisons: dict[str, Comparison], names: dict[GraphRole, str]
+) -> None:
+    """Text + a 266-token image + a 50-frame clip, from files, against transformers' forward."""
+    if not _has_media_graphs(names):
+        return
+    model = engine.model
+    prepared = engine.prepare(MULTIMODAL_PROMPT, media)
+    inputs = _reference_media_inputs(engine, media, prepared)
+    ids = inputs.pop("input_ids")
+    type_ids = inputs.pop("mm_token_type_ids")
+    with torch.no_grad():
+        masks = _reference_masks(target, type_ids)
+        output = target.model(input_ids=ids, attention_mask=masks, **inputs)
+        pooled = target.model.model.get_image_features(inputs["pixel_values"], inputs["image_position_ids"]).pooler_output
+        reference_image = torch.cat(list(pooled)).numpy()  # one [n_valid, H] per image, padding dropped
+        reference_audio = target.model.model.embed_audio(inputs["input_features"])[inputs["input_features_mask"]].numpy()
+
+    soft = {modality: [span for span in prepared.prompt.spans if span.modality == modality] for modality in Modality}
+    ours_image = np.concatenate([prepared.embeds[0, s.start : s.start + s.length] for s in soft[Modality.IMAGE]])
+    ours_audio = np.concatenate([prepared.embeds[0, s.start : s.start + s.length] for s in soft[Modality.AUDIO]])
+    comparisons[names[GraphRole.VISION_EMBEDDER]].add("multimodal", ours_image, reference_image, logits=False)
+    comparisons[names[GraphRole.AUDIO_EMBEDDER]].add("multimodal", ours_audio, reference_audio, logits=False)
+    logits, _ = model.decode(prepared.embeds, model.new_cache(), prepared.block_ids)
     comparisons[names[GraphRole.DECODER]].add("multimodal", logits, output.logits[0].numpy(), logits=True)
 
 
@@ -319,27 +374,51 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
     return hidden_diff
 
 
-def _generation_check(engine: Engine, target: Checkpoint, exact: bool) -> dict:
-    """Greedy tokens, plain and speculative. fp32 (`exact`): both must equal transformers'
+def _generation_check(engine: Engine, target: Checkpoint, exact: bool, media: MediaFiles | None = None) -> dict:
+    """Greedy tokens, plain and speculative, for the text prompt and (when the artifacts have
+    both embedders) the image + audio prompt. fp32 (`exact`): both must equal transformers'
     generate(); quantized: speculation must still change nothing (speculative == plain), and
     agreement with the fp32 reference is reported, not required."""
     prompt_ids = engine.encode(VALIDATION_PROMPT)
     with torch.no_grad():
         reference = target.model.generate(torch.tensor([prompt_ids]), max_new_tokens=GENERATION_TOKENS, do_sample=False)
-    reference_tokens = reference[0, len(prompt_ids) :].tolist()
-    plain = engine.generate_ids(prompt_ids, GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=False))
+    embeds = engine.model.embed_tokens(prompt_ids)
+    result = _compare_generation(engine, embeds, None, reference[0, len(prompt_ids) :].tolist(), exact)
+    result["text"] = dict(result)  # the top-level flags below also cover the multimodal prompt
+    if media is not None and _has_media_graphs(engine.model.graph_names):
+        prepared = engine.prepare(MULTIMODAL_PROMPT, media)
+        inputs = _reference_media_inputs(engine, media, prepared)
+        reference_tokens = _reference_greedy(target, inputs, GENERATION_TOKENS, engine.manifest.tokens.eos)
+        multimodal = _compare_generation(engine, prepared.embeds, prepared.block_ids, reference_tokens, exact)
+        result["multimodal"] = multimodal
+        result["greedy_match"] = result["greedy_match"] and multimodal["greedy_match"]
+        result["passed"] = result["passed"] and multimodal["passed"]
+    return result
+
+
+def _compare_generation(
+    engine: Engine, embeds: np.ndarray, block_ids: np.ndarray | None, reference_tokens: list[int], exact: bool
+) -> dict:
+    """The runtime's greedy tokens from prompt embeds [1, S, H], plain and speculative, against
+    the reference's."""
+
+    def tokens(speculative: bool) -> list[int]:
+        config = GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=speculative)
+        return generate(engine.model, embeds, config, block_ids).token_ids
+
+    plain = tokens(False)
     result = {
-        "greedy_match": plain.token_ids == reference_tokens,
+        "greedy_match": plain == reference_tokens,
         "new_tokens": len(reference_tokens),
         "reference_token_ids": reference_tokens,
-        "runtime_token_ids": plain.token_ids,
+        "runtime_token_ids": plain,
         "speculative_match": None,
     }
     result["speculative_equals_plain"] = None
     if engine.model.has_drafter:
-        speculative = engine.generate_ids(prompt_ids, GenerationConfig(max_new_tokens=GENERATION_TOKENS, speculative=True))
-        result["speculative_match"] = speculative.token_ids == reference_tokens
-        result["speculative_equals_plain"] = speculative.token_ids == plain.token_ids
+        speculative = tokens(True)
+        result["speculative_match"] = speculative == reference_tokens
+        result["speculative_equals_plain"] = speculative == plain
         result["greedy_match"] = result["greedy_match"] and result["speculative_match"]
     result["passed"] = result["greedy_match"] if exact else result["speculative_equals_plain"] is not False
     return result
@@ -357,6 +436,8 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     graphs: dict[str, GraphReport] = {}
     generations: dict[str, dict] = {}
     extra: dict[str, float] = {}
+    media_folder = tempfile.TemporaryDirectory(prefix="gemma-edge-validate-")
+    media = _sample_media(Path(media_folder.name)) if manifest.model.vision_patch_dim and manifest.model.audio_frame_size else None
     for backend in BACKENDS:
         if FORMATS[backend] not in manifest.formats:
             continue
@@ -364,13 +445,14 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
         names = manifest.graph_names(FORMATS[backend])
         comparisons = {name: Comparison() for name in names.values()}
         _text_case(engine, target, comparisons, names)
-        _multimodal_case(engine, target, comparisons, names)
+        if media is not None:
+            _multimodal_case(engine, target, media, comparisons, names)
         _sweep_case(engine, target, comparisons, names)
         hidden = None
         if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
             hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
             extra[f"{names[GraphRole.DRAFTER]}_next_hidden_max_abs_diff"] = hidden.max_abs_diff
-        generations[backend] = _generation_check(engine, target, exact=kind == Kind.FLOAT32)
+        generations[backend] = _generation_check(engine, target, exact=kind == Kind.FLOAT32, media=media)
         qualities[backend] = measure_quality(engine, target, thresholds)
         if backend == "onnxruntime" and kind in (Kind.INT8, Kind.INT4):
             fidelity = measure_fidelity(engine, target)
@@ -382,6 +464,7 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
             drafter_report = graphs[names[GraphRole.DRAFTER]]
             drafter_report.passed = drafter_report.passed and hidden.max_abs_diff <= thresholds.logits_max_abs_diff
 
+    media_folder.cleanup()
     first = next(iter(generations.values()))
     generation = {
         **first,

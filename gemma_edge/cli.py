@@ -79,7 +79,7 @@ def main() -> None:
 @click.option("--drafter", type=ExistingDir, help="gemma4_unified_assistant folder (MTP drafter). Built-in model: its own drafter.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to create.")
 @click.option("--format", "format_", type=click.Choice(["onnx", "tflite", "all"]), help="Graph formats to write (TFLite: one file per graph, a signature per static shape) [default: all; with --target: the device's].")
-@click.option("--prefill-lengths", default="8,32,128", show_default=True, help="TFLite prefill signature lengths, comma-separated.")
+@click.option("--prefill-lengths", default="8,32,128", show_default=True, help="TFLite prefill signature lengths, comma-separated; with vision, one that holds a 280-token image is added (each image is prefilled in one call).")
 @click.option("--quant", help="Quantization recipe (`gemma-edge recipes` lists them; int8 and int4 name the defaults) [default: fp32; with --target: the most accurate that fits].")
 @click.option("--target", "device", help="Device profile (`gemma-edge targets` lists them): picks recipe, format and context from its memory plan.")
 @click.option("--context-length", type=click.IntRange(min=2), help="Longest prompt+generation the artifacts accept [default: model limit, at most 8192].")
@@ -166,13 +166,16 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
             verdict += f" ({count} signature{'s' if count > 1 else ''})"
         click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<14}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
     for backend, generation in report["generation"]["backends"].items():
-        line = (
-            f"greedy generation vs transformers on {backend} ({generation['new_tokens']} tokens, plain and speculative): "
-            f"{'match' if generation['greedy_match'] else 'differs'}"
-        )
-        if generation["speculative_equals_plain"] is not None:
-            line += f"; speculative == plain: {'yes' if generation['speculative_equals_plain'] else 'NO'}"
-        click.echo(line + ("" if generation["passed"] else "  FAIL"))
+        for prompt, result in (("text", generation.get("text", generation)), ("image+audio", generation.get("multimodal"))):
+            if result is None:
+                continue
+            line = (
+                f"greedy generation vs transformers on {backend}, {prompt} prompt ({result['new_tokens']} tokens, plain and speculative): "
+                f"{'match' if result['greedy_match'] else 'differs'}"
+            )
+            if result["speculative_equals_plain"] is not None:
+                line += f"; speculative == plain: {'yes' if result['speculative_equals_plain'] else 'NO'}"
+            click.echo(line + ("" if result["passed"] else "  FAIL"))
     for backend, quality in report["quality"]["backends"].items():
         acceptance = "-" if quality["acceptance_rate"] is None else f"{quality['acceptance_rate']:.3f}"
         click.echo(
@@ -203,6 +206,10 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step [default: the drafter's num_assistant_tokens].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: all available].")
+@click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="PNG/JPEG image (repeatable); placed at each <image> in --prompt, or before it.")
+@click.option("--audio", "audio", multiple=True, type=click.Path(path_type=Path), help="WAV file, any rate and channel count, at most 30 s (repeatable); placed at each <audio>, or before the prompt.")
+@click.option("--image-tokens", default=280, show_default=True, type=click.Choice(["70", "140", "280", "560", "1120"]), help="Soft tokens per image (more = finer detail, longer prefill).")
+@click.option("--split-audio", is_flag=True, help="Feed audio longer than 30 s as consecutive 30 s clips instead of refusing it.")
 @click.option("--stats-json", type=OutputFile, help="Write generation statistics as JSON to this file.")
 @click.option("--quiet", is_flag=True, help="Print only the generated text.")
 @_one_line_errors
@@ -218,12 +225,19 @@ def run(
     draft_tokens: int | None,
     backend: str,
     threads: int | None,
+    images: tuple[Path, ...],
+    audio: tuple[Path, ...],
+    image_tokens: str,
+    split_audio: bool,
     stats_json: Path | None,
     quiet: bool,
 ) -> None:
     """Generate a continuation of --prompt with the graphs in ARTIFACTS, streaming it to
-    stdout. MTP speculative decoding is on when the artifacts include a drafter."""
-    from gemma_edge.runtime.engine import Engine
+    stdout. MTP speculative decoding is on when the artifacts include a drafter.
+
+    Images and sound files go where the prompt says <image> and <audio>, e.g.
+    --prompt "Describe <image> and <audio>" --image a.png --audio b.wav."""
+    from gemma_edge.runtime.engine import Engine, MediaFiles
     from gemma_edge.runtime.generate import GenerationConfig
     from gemma_edge.runtime.sampling import SamplingConfig
 
@@ -242,7 +256,8 @@ def run(
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    result = engine.run(prompt, config, on_text=write)
+    media = MediaFiles(images=images, audio=audio, image_tokens=int(image_tokens), split_audio=split_audio)
+    result = engine.run(prompt, config, on_text=write, media=media)
     sys.stdout.write("\n")
     stats = result.stats()
     if stats_json is not None:
@@ -253,6 +268,8 @@ def run(
             line += f", decode {stats['decode_tokens_per_second']:.1f} tok/s"
         if stats["speculative"]:
             line += f", K={stats['draft_tokens']}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
+        if stats["image_tokens"] or stats["audio_tokens"]:
+            line += f", {stats['image_tokens']} image + {stats['audio_tokens']} audio tokens, first token after {stats['time_to_first_token_seconds']:.2f} s"
         click.echo(line + f", {stats['backend']}]", err=True)
 
 

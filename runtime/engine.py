@@ -6,11 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from .audio import read_audio
 from .backend import create_backend
 from .errors import GemmaEdgeError
 from .generate import GenerationConfig, GenerationResult, generate
-from .manifest import Manifest, load_manifest
+from .images import DEFAULT_IMAGE_TOKENS, read_image
 from .litert_model import LiteRtModel
+from .manifest import GraphRole, Manifest, load_manifest
+from .media_prompt import MediaPrompt, Modality, assemble_prompt, merge_embeddings
 from .model import ExportedModel, RuntimeModel
 
 TextCallback = Callable[[str], None]
@@ -35,12 +43,35 @@ class TextStream:
         self.printed = text
 
 
+@dataclass(frozen=True)
+class MediaFiles:
+    """Images and sound files for one prompt, and how to read them."""
+
+    images: Sequence[Path] = ()
+    audio: Sequence[Path] = ()
+    image_tokens: int = DEFAULT_IMAGE_TOKENS  # soft-token budget per image (70/140/280/560/1120)
+    split_audio: bool = False  # clips over 30 s become consecutive 30 s clips instead of an error
+
+
+@dataclass
+class PreparedPrompt:
+    """A prompt ready for the decoder: merged embeddings and the image blocks of the mask."""
+
+    embeds: np.ndarray  # [1, S, H]
+    block_ids: np.ndarray | None  # [S]: image index per image soft token, -1 elsewhere
+    prompt: MediaPrompt
+    seconds: float  # reading, preprocessing and embedding (images, audio and text)
+
+
 @dataclass
 class RunResult:
     text: str
     prompt_tokens: int
     generation: GenerationResult
     backend: str
+    image_tokens: int = 0
+    audio_tokens: int = 0
+    preparation_seconds: float = 0.0
 
     def stats(self) -> dict:
         """The `--stats-json` document (field meanings: shared/INTERFACE.md)."""
@@ -61,6 +92,10 @@ class RunResult:
             "backend": self.backend,
             "stop_reason": generation.stop_reason,
             "verify_calls": generation.verify_calls if generation.speculative else None,
+            "image_tokens": self.image_tokens,
+            "audio_tokens": self.audio_tokens,
+            "preparation_seconds": self.preparation_seconds,
+            "time_to_first_token_seconds": self.preparation_seconds + generation.prefill_seconds,
         }
 
 
@@ -88,19 +123,61 @@ class Engine:
         bos = self.manifest.tokens.bos
         return ids if ids and ids[0] == bos else [bos, *ids]
 
-    def run(self, prompt: str, config: GenerationConfig, on_text: TextCallback | None = None) -> RunResult:
-        prompt_ids = self.encode(prompt)
-        context = self.manifest.model.context_length
-        if len(prompt_ids) >= context:
+    def encode_text(self, text: str) -> list[int]:
+        """Text -> ids without BOS or other special tokens (a piece between placeholders)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def prepare(self, prompt: str, media: MediaFiles = MediaFiles()) -> PreparedPrompt:
+        """Read and embed the media, expand the prompt's markers, merge: [1, S, H] for the decoder."""
+        started = time.perf_counter()
+        model = self.manifest.model
+        if media.images and (model.vision_patch_dim is None or GraphRole.VISION_EMBEDDER not in self.model.graph_names):
+            raise GemmaEdgeError("these artifacts have no vision embedder graph; re-export a model with vision to pass --image")
+        if media.audio and (model.audio_frame_size is None or GraphRole.AUDIO_EMBEDDER not in self.model.graph_names):
+            raise GemmaEdgeError("these artifacts have no audio embedder graph; re-export a model with audio to pass --audio")
+        images = [read_image(path, media.image_tokens, model.vision_patch_dim or 0) for path in media.images]
+        clips = [read_audio(path, model.audio_frame_size or 0, media.split_audio) for path in media.audio]
+        assembled = assemble_prompt(
+            prompt,
+            self.encode_text,
+            self.manifest.tokens,
+            [image.soft_tokens for image in images],
+            [[clip.soft_tokens for clip in file_clips] for file_clips in clips],
+        )
+        if len(assembled.token_ids) >= model.context_length:
             raise GemmaEdgeError(
-                f"the prompt has {len(prompt_ids)} tokens but these artifacts hold a context of {context}; "
-                "shorten the prompt or re-export with a larger --context-length"
+                f"the prompt fills {len(assembled.token_ids)} positions (text, image and audio tokens) but these "
+                f"artifacts hold a context of {model.context_length}; shorten it, lower --image-tokens, "
+                "or re-export with a larger --context-length"
             )
+        image_embeds = [
+            self.model.embed_image(image.pixel_values[: image.soft_tokens], image.positions[: image.soft_tokens])
+            for image in images
+        ]
+        audio_embeds = [self.model.embed_audio(clip.frames) for file_clips in clips for clip in file_clips]
+        embeds = merge_embeddings(self.model.embed_tokens(assembled.token_ids), assembled, image_embeds, audio_embeds)
+        return PreparedPrompt(embeds, assembled.block_ids, assembled, time.perf_counter() - started)
+
+    def run(
+        self,
+        prompt: str,
+        config: GenerationConfig,
+        on_text: TextCallback | None = None,
+        media: MediaFiles = MediaFiles(),
+    ) -> RunResult:
+        prepared = self.prepare(prompt, media)
         stream = TextStream(self.tokenizer, on_text) if on_text is not None else None
-        embeds = self.model.embed_tokens(prompt_ids)
-        generation = generate(self.model, embeds, config, on_tokens=stream)
+        generation = generate(self.model, prepared.embeds, config, prepared.block_ids, on_tokens=stream)
         text = self.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-        return RunResult(text=text, prompt_tokens=len(prompt_ids), generation=generation, backend=self.model.backend.name)
+        return RunResult(
+            text=text,
+            prompt_tokens=prepared.prompt.text_tokens,
+            generation=generation,
+            backend=self.model.backend.name,
+            image_tokens=prepared.prompt.soft_tokens(Modality.IMAGE),
+            audio_tokens=prepared.prompt.soft_tokens(Modality.AUDIO),
+            preparation_seconds=prepared.seconds,
+        )
 
     def generate_ids(self, prompt_ids: list[int], config: GenerationConfig) -> GenerationResult:
         """Token ids in, token ids out (validation and benchmarks)."""

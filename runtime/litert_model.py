@@ -20,6 +20,7 @@ from .litert_signatures import (
     decoder_lengths,
     embedder_lengths,
     plan_chunks,
+    plan_chunks_keeping_blocks,
     vision_budgets,
 )
 from .manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
@@ -99,8 +100,16 @@ class LiteRtModel(GraphModel):
                 f"{cache.length + seq} positions exceed the TFLite cache capacity {cache.capacity}; "
                 "re-export with a larger --context-length"
             )
+        room = cache.capacity - cache.length
+        if block_ids is None:
+            chunks = plan_chunks(seq, list(self.decoder_lengths), room=room)
+        else:  # block_ids covers the whole sequence; plan the new positions only
+            try:
+                chunks = plan_chunks_keeping_blocks(block_ids[cache.length : cache.length + seq], list(self.decoder_lengths), room)
+            except ValueError as error:
+                raise GemmaEdgeError(str(error)) from None
         logits, hidden, done = [], [], 0
-        for size, real in plan_chunks(seq, list(self.decoder_lengths), room=cache.capacity - cache.length):
+        for size, real in chunks:
             positions = np.arange(cache.length, cache.length + size, dtype=np.int32)
             feeds = {
                 "embeddings": _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 DECODE = "decode"
 VERIFY = "verify"
 
@@ -92,4 +94,41 @@ def plan_chunks(length: int, sizes: list[int], room: int | None = None) -> list[
             raise ValueError(f"no signature fits {remaining} positions (sizes {ordered})")
         chunks.append((largest, largest))
         remaining -= largest
+    return chunks
+
+
+def _runs(block_ids: np.ndarray) -> list[tuple[int, int]]:
+    """[S] block ids -> (length, block id) of each run of equal ids."""
+    boundaries = np.flatnonzero(np.diff(block_ids)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(block_ids)]])
+    return [(int(end - start), int(block_ids[start])) for start, end in zip(starts, ends)]
+
+
+def plan_chunks_keeping_blocks(block_ids: np.ndarray, sizes: list[int], room: int) -> list[tuple[int, int]]:
+    """plan_chunks for a sequence with image blocks: block_ids [S] (-1 text, >= 0 image index).
+
+    The soft tokens of one image attend to each other in both directions, so they must be
+    written in one call: a chunk boundary inside a block would let its first tokens miss the
+    later ones. Each block therefore gets a chunk of its own (the smallest signature holding
+    it); text between blocks is cut as usual.
+    """
+    chunks: list[tuple[int, int]] = []
+    written = 0  # real positions already planned; a padded chunk needs `size` free positions after them
+    for length, block in _runs(block_ids):
+        if block < 0:
+            planned = plan_chunks(length, sizes, room=room - written)
+        else:
+            covering = [size for size in sorted(sizes) if size >= length]
+            if not covering:
+                raise ValueError(
+                    f"an image of {length} soft tokens must be prefilled in one call, but the longest TFLite "
+                    f"prefill signature takes {max(sizes)}; re-export with --prefill-lengths including {length} "
+                    "or lower --image-tokens"
+                )
+            if written + covering[0] > room:
+                raise ValueError(f"an image of {length} soft tokens does not fit in the {room - written} cache positions left")
+            planned = [(covering[0], length)]
+        chunks.extend(planned)
+        written += sum(real for _, real in planned)
     return chunks
