@@ -83,7 +83,9 @@ class Comparison:
     signatures: list[str] = field(default_factory=list)  # TFLite signatures that ran
     reference_max: float = 0.0  # largest |reference| value: scales the embeddings' error
 
-    def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool) -> None:
+    def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool, scored: np.ndarray | None = None) -> None:
+        """scored [positions] bool (logits only): the positions that count for top-1 and KL;
+        max |diff| always covers all of them."""
         if ours.shape != reference.shape:
             raise GemmaEdgeError(f"case {case}: graph output shape {ours.shape} != reference {reference.shape}")
         self.max_abs_diff = max(self.max_abs_diff, float(np.abs(ours - reference).max()))
@@ -93,6 +95,8 @@ class Comparison:
         if logits:
             self.is_logits = True
             ours2, ref2 = ours.reshape(-1, ours.shape[-1]), reference.reshape(-1, reference.shape[-1])
+            if scored is not None:
+                ours2, ref2 = ours2[scored], ref2[scored]
             self.agree += int((ours2.argmax(-1) == ref2.argmax(-1)).sum())
             self.kl_sum += float(kl_per_position(ref2, ours2).sum())
             self.positions += ours2.shape[0]
@@ -324,7 +328,16 @@ def _multimodal_case(
     comparisons[names[GraphRole.VISION_EMBEDDER]].add("multimodal", ours_image, reference_image, logits=False)
     comparisons[names[GraphRole.AUDIO_EMBEDDER]].add("multimodal", ours_audio, reference_audio, logits=False)
     logits, _ = model.decode(prepared.embeds, model.new_cache(), prepared.block_ids)
-    comparisons[names[GraphRole.DECODER]].add("multimodal", logits, output.logits[0].numpy(), logits=True)
+    # Top-1 and KL count where the model predicts something that is used: a position whose next
+    # token is text, or the last one. Inside an image or a clip the next input is fixed by the
+    # media, so those logits are never sampled (and near-ties there flip under quantization).
+    soft_token = np.zeros(len(prepared.prompt.token_ids), bool)
+    for span in prepared.prompt.spans:
+        soft_token[span.start : span.start + span.length] = True
+    predicts_text = np.append(~soft_token[1:], True)
+    comparisons[names[GraphRole.DECODER]].add(
+        "multimodal", logits, output.logits[0].numpy(), logits=True, scored=predicts_text
+    )
 
 
 def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> Comparison:

@@ -31,7 +31,7 @@ class AudioInput:
     """One clip: frames for the audio embedder (one soft token each)."""
 
     frames: np.ndarray  # [N, frame_size] float32, 16 kHz samples
-    seconds: float  # duration of the (resampled) waveform
+    seconds: float  # duration of the clip's samples (the last frame's zero padding excluded)
 
     @property
     def soft_tokens(self) -> int:
@@ -152,4 +152,6 @@ def read_audio(path: Path, frame_size: int, split_long: bool = False) -> list[Au
             f"{path} lasts {seconds:.1f} s but one clip holds at most {MAX_FRAMES * frame_size / SAMPLE_RATE:.0f} s; "
             "trim it, or pass --split-audio to feed it as consecutive 30 s clips"
         )
-    return [AudioInput(piece, len(piece) * frame_size / SAMPLE_RATE) for piece in split_clip(frames)]
+    pieces = split_clip(frames)
+    clip_seconds = MAX_FRAMES * frame_size / SAMPLE_RATE
+    return [AudioInput(piece, min(clip_seconds, seconds - index * clip_seconds)) for index, piece in enumerate(pieces)]

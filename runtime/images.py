@@ -46,8 +46,22 @@ def _pillow():  # noqa: ANN202 - the PIL.Image module
     return Image, ImageOps
 
 
+def _declared_pixels(path: Path) -> str:
+    Image, _ = _pillow()
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # read the header only, to name the size in the message
+        with Image.open(path) as opened:
+            return str(opened.width * opened.height)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "too many"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def load_image(path: Path) -> np.ndarray:
-    """An image file -> [H, W, 3] uint8 RGB, as transformers' load_image + convert_to_rgb see it."""
+    """An image file -> [H, W, 3] uint8 RGB, as Gemma4UnifiedImageProcessor sees a PIL image:
+    EXIF orientation applied, then transformers' convert_to_rgb (transparency onto white)."""
     Image, ImageOps = _pillow()
     if not path.is_file():
         raise GemmaEdgeError(f"image {path} does not exist; pass an existing PNG or JPEG file")
@@ -57,6 +71,10 @@ def load_image(path: Path) -> np.ndarray:
         with Image.open(path) as opened:
             opened.load()  # decode now: a truncated file fails here, not later
             image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError:  # Pillow's guard against huge images, checked on the header
+        raise GemmaEdgeError(
+            f"{path} declares {_declared_pixels(path)} pixels, more than Pillow will decode; scale it down first"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad data as any of these
         raise GemmaEdgeError(f"{path} is not a readable image ({error}); pass a PNG or JPEG file") from None
     return to_rgb(image)

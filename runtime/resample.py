@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 _HALF_LENGTH_PER_PHASE = 10  # zero crossings of the sinc on each side, scipy's default
 _KAISER_BETA = 5.0
-_OUTPUT_BLOCK = 1 << 15  # output samples computed per vectorised block (bounds memory)
 
 
 def lowpass_filter(up: int, down: int) -> np.ndarray:
@@ -36,23 +36,26 @@ def resample(signal: np.ndarray, source_rate: int, target_rate: int) -> np.ndarr
     half = (len(taps) - 1) // 2
     out_length = -(-len(signal) * up // down)  # ceil
 
-    # Output n sits at upsampled index n * down; it sums taps[k] * upsampled[n*down + half - k]
-    # over k, and the upsampled signal is non-zero only at multiples of `up`: input index
-    # j = (n*down + half - k) / up. For each n, k runs over one phase: k = (n*down + half) % up + i*up.
+    # Output n sits at upsampled index n*down; it sums taps[k] * upsampled[n*down + half - k],
+    # and the upsampled signal is non-zero only at multiples of `up`. With
+    # first = (n*down + half) // up and phase = (n*down + half) % up this is
+    #     sum_i taps[phase + i*up] * x[first - i],   i = 0 .. taps_per_phase - 1.
+    # Outputs n = r, r + up, r + 2*up, ... share a phase, and their `first` advances by `down`:
+    # one strided window view times one reversed phase filter per residue r.
     taps_per_phase = -(-len(taps) // up)
     padded_taps = np.zeros(taps_per_phase * up)
     padded_taps[: len(taps)] = taps
-    source = np.asarray(signal, dtype=np.float64)
+    last_needed = (out_length * down + half) // up + 1
+    source = np.concatenate(
+        [np.zeros(taps_per_phase - 1), np.asarray(signal, np.float64), np.zeros(max(0, last_needed - len(signal)))]
+    )
+    windows = sliding_window_view(source, taps_per_phase)  # windows[j] = x[j - T + 1 .. j], T = taps_per_phase
     result = np.empty(out_length, np.float32)
     steps = np.arange(taps_per_phase)
-    for start in range(0, out_length, _OUTPUT_BLOCK):
-        n = np.arange(start, min(start + _OUTPUT_BLOCK, out_length), dtype=np.int64)
-        shifted = n * down + half
-        phase = shifted % up  # [B]
-        first_input = shifted // up  # [B]: input index for i = 0
-        tap_index = phase[:, None] + steps[None, :] * up  # [B, T]
-        input_index = first_input[:, None] - steps[None, :]  # [B, T]
-        inside = (input_index >= 0) & (input_index < len(source))
-        samples = np.where(inside, source[np.clip(input_index, 0, len(source) - 1)], 0.0)
-        result[n] = (samples * padded_taps[tap_index]).sum(axis=1)
+    for residue in range(min(up, out_length)):
+        count = len(range(residue, out_length, up))
+        shifted = residue * down + half
+        phase_filter = padded_taps[shifted % up + steps * up][::-1]  # [T], oldest sample first
+        first = shifted // up
+        result[residue::up] = windows[first : first + count * down : down] @ phase_filter
     return result
