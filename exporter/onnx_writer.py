@@ -9,14 +9,12 @@ from pathlib import Path
 import torch
 from torch.export import Dim
 
+from gemma_edge.quantize import onnx_files
 from gemma_edge.runtime.manifest import GraphSpec
 
 from .graph_specs import example_inputs
 
 OPSET = 20
-# Weights above this many bytes go to an external data file next to the graph (protobuf's
-# 2 GB cap makes it mandatory for the 12B; a fixed rule keeps artifacts predictable).
-EXTERNAL_DATA_THRESHOLD = 512 * 1024 * 1024
 
 
 def _dynamic_shapes(module: torch.nn.Module, spec: GraphSpec) -> tuple:
@@ -50,10 +48,9 @@ def write_onnx(module: torch.nn.Module, spec: GraphSpec, path: Path) -> list[Pat
             verbose=False,
         )
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    external = weight_bytes > EXTERNAL_DATA_THRESHOLD
+    external = weight_bytes > onnx_files.EXTERNAL_DATA_THRESHOLD  # the rule quantize_onnx rewrites by
     program.save(str(path), external_data=external)
     written = [path]
-    data_file = path.with_name(path.name + ".data")
-    if external and data_file.exists():
-        written.append(data_file)
+    if external and onnx_files.data_file(path).exists():
+        written.append(onnx_files.data_file(path))
     return written

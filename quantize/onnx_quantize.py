@@ -31,6 +31,7 @@ import onnx
 
 from gemma_edge.runtime.manifest import GraphRole
 
+from .onnx_files import load_model, save_model
 from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
 
 ACCURACY_LEVEL = 4
@@ -138,16 +139,17 @@ def _int8_gather(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         return onnx.load(target)
 
 
-def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> None:
-    """Rewrite the fp32 graph at `path` (no external data) in place according to `recipe`."""
-    model = onnx.load(path)
+def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> list[Path]:
+    """Rewrite the fp32 graph at `path` (and its external data, if any) in place according to
+    `recipe`; returns the files that now make up the graph."""
+    model, data_files = load_model(path)
     groups: dict[tuple[WeightScheme, str], list[str]] = {}
     provenance = {node.name: list(node.metadata_props) for node in weight_nodes(model)}
     for node in weight_nodes(model):
         scheme = recipe.scheme(node_part(node, role))
         groups.setdefault((scheme, node.op_type), []).append(node.name)
     if not groups:
-        return
+        return [path, *data_files]
     with _quiet_quantizers():
         for (scheme, op_type), names in groups.items():
             if scheme.kind == Kind.INT4 or (scheme.kind == Kind.INT8 and op_type == "MatMul"):
@@ -159,7 +161,7 @@ def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> None:
 
             model = convert_float_to_float16(model, keep_io_types=True)
     _keep_provenance(model, provenance)
-    onnx.save(model, path)
+    return save_model(model, path, replaced_data=data_files)
 
 
 def _keep_provenance(model: onnx.ModelProto, provenance: dict[str, list]) -> None:

@@ -171,3 +171,42 @@ def test_dequantized_embedding_table_matches_the_float_one(symmetric: bool, tmp_
     step = np.abs(table).max(axis=1, keepdims=True) / 7  # bounds every block's step in the row
     assert restored.shape == table.shape and np.all(np.abs(restored - table) <= step + 1e-6)
     assert np.abs(restored - table).mean() < step.mean() / 3  # a wrong zero point shifts everything
+
+
+@pytest.mark.parametrize("threshold", [100_000, 10_000], ids=["int4-inline", "int4-external"])
+def test_quantizing_an_external_data_graph_leaves_no_stale_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int) -> None:
+    """An fp32 graph big enough for external data, quantized to int4: its fp32 `.data` must not
+    stay behind (it once shipped beside every large int4 decoder, checksummed into the manifest).
+    The int4 graph is written inline or with a fresh data file of its own, by the same rule."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gemma_edge.quantize import onnx_files
+    from gemma_edge.quantize.onnx_quantize import quantize_onnx
+    from gemma_edge.quantize.recipes import Recipe, WeightScheme
+
+    monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", threshold)
+    weight = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)  # 256 KiB fp32, ~36 KiB int4
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="node_linear")],
+        "projection",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    path = tmp_path / "vision_embedder.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path, save_as_external_data=True, location="vision_embedder.onnx.data")
+    fp32_data_bytes = (tmp_path / "vision_embedder.onnx.data").stat().st_size
+    assert fp32_data_bytes == weight.nbytes
+
+    written = quantize_onnx(path, GraphRole.VISION_EMBEDDER, Recipe("test", "test", WeightScheme(Kind.INT4, block_size=32, symmetric=True)))
+    data = tmp_path / "vision_embedder.onnx.data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+    if threshold == 100_000:
+        assert written == [path] and not data.exists()
+    else:
+        assert written == [path, data] and 0 < data.stat().st_size < fp32_data_bytes / 4
+    assert "MatMulNBits" in {node.op_type for node in onnx.load(path).graph.node}
+    x = np.random.default_rng(1).normal(size=(1, 256)).astype(np.float32)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(y - x @ weight).max() < 0.1 * np.abs(x @ weight).max()  # int4 error, not garbage
