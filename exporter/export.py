@@ -21,6 +21,7 @@ from gemma_edge.runtime.native_output import quiet_native_output
 
 from . import reference_model
 from .checkpoint import Checkpoint, load_drafter, load_target
+from .components.norms import use_fusable_norms
 from .graph_specs import finalize
 from .graphs import build_graphs
 from .layout import model_summary, token_ids
@@ -107,6 +108,9 @@ def export(options: ExportOptions) -> Manifest:
     with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
         target = load_target(checkpoint_dir)
         drafter = load_drafter(drafter_dir, target) if drafter_dir is not None else None
+        for loaded in (target, drafter):  # our copies only: validate loads the reference afresh
+            if loaded is not None:
+                use_fusable_norms(loaded.model)
         summary = model_summary(target.config, _context_length(target, options.context_length))
 
     options.out.parent.mkdir(parents=True, exist_ok=True)

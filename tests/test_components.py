@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -221,3 +223,34 @@ def test_fixed_cache_decoder_matches_the_growing_cache_step(reference_target, wi
         start += real
     ours = torch.cat(logits)
     assert torch.allclose(ours, expected, atol=TOLERANCE), (ours - expected).abs().max()
+
+
+def test_fusable_rms_norm_equals_transformers_and_fuses_in_onnxruntime(reference_target, tmp_path: Path) -> None:  # noqa: ANN001
+    """The source transform keeps the numbers of every Gemma 4 RMSNorm it replaces (scaled and
+    unscaled), and the exported form is what onnxruntime fuses into SimplifiedLayerNormalization."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    from gemma_edge.exporter.components.norms import FusableRMSNorm, use_fusable_norms
+
+    model = copy.deepcopy(reference_target.model)
+    originals = {name: module for name, module in model.named_modules() if type(module).__name__.endswith("RMSNorm")}
+    assert any(not getattr(m, "with_scale", True) for m in originals.values()), "an unscaled norm should be covered"
+    assert use_fusable_norms(model) == len(originals) > 0
+    replaced = dict(model.named_modules())
+    torch.manual_seed(0)
+    for name, original in originals.items():
+        assert isinstance(replaced[name], FusableRMSNorm)
+        sample = torch.randn(2, 5, original.weight.shape[0] if getattr(original, "with_scale", True) else 16) * 3
+        assert torch.allclose(replaced[name](sample), original(sample), rtol=1e-6, atol=1e-6), name
+
+    norm = next(module for module in replaced.values() if isinstance(module, FusableRMSNorm) and module.weight is not None)
+    path = tmp_path / "norm.onnx"
+    torch.onnx.export(norm, (torch.randn(1, 3, norm.weight.shape[0]),), dynamo=True, optimize=True, verbose=False).save(str(path))
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert [node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node] == ["SimplifiedLayerNormalization"]
