@@ -29,24 +29,6 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-_shared_pool_threads: int | None = None  # size of the process-wide onnxruntime pool, 0 if unavailable
-
-
-def _share_thread_pool(threads: int) -> bool:
-    """Whether sessions can use a process-wide pool of `threads` threads. onnxruntime creates it
-    once per process; a later request for another size gets per-session pools instead."""
-    global _shared_pool_threads
-    if _shared_pool_threads is None:
-        from onnxruntime.capi import _pybind_state
-
-        try:
-            _pybind_state.set_global_thread_pool_sizes(threads, 1)
-            _shared_pool_threads = threads
-        except Exception:  # noqa: BLE001 - onnxruntime's own error type: the pools already exist
-            _shared_pool_threads = 0
-    return _shared_pool_threads == threads
-
-
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -55,18 +37,18 @@ class OnnxRuntimeBackend:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if _share_thread_pool(threads or default_threads()):
-            # One process-wide pool whose workers spin between ops: waking a sleeping worker for
-            # each of the ~50-700 ops of a decode step costs more than the op (2 threads, fp32
-            # built-in model: plain 392 -> 592 tok/s, MTP 602 -> 875; int4 165M: 96 -> 116).
-            # Shared, so an idle session's spinning threads cannot steal a running one's cores.
-            options.use_per_session_threads = False
-        else:
-            options.intra_op_num_threads = threads or default_threads()
-            options.inter_op_num_threads = 1
-            # Per-session pools: spinning workers of the idle sessions (embedder, drafter) would
-            # steal the cores from the running one.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        # Workers spin between the ops of one run (a decode step is ~50-700 small ops; waking a
+        # sleeping worker for each costs more than the op) but stop when the run ends, so an idle
+        # session's workers never steal the cores of the next one (embedder, drafter, decoder run
+        # in turn). 2 threads, each mode in a fresh process, medians: fp32 built-in model plain
+        # 398 -> 649 tok/s and MTP 729 -> 975 against no spinning; int4 165M plain 108 -> 133.
+        # Spinning without the stop makes MTP slower (500): the idle sessions steal the cores. A
+        # process-wide shared pool did as well but broke every other onnxruntime session in the
+        # process (they must then opt out of per-session threads).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
         for name, spec in manifest.graphs.items():
