@@ -1,0 +1,1250 @@
+"""Our runtime against its peers on the same model, on the same machine, in the same run.
+
+What is measured
+----------------
+For one checkpoint and one quantization recipe (``--quant``, default ``int4`` = int4-b32-sym;
+``fp32`` too), every row below generates greedily from the same prompt:
+
+==========================  ==================================================================
+``runtime-plain``           our runtime on our ONNX graphs (onnxruntime), one step per token
+``runtime-mtp``             the same with MTP speculation (only when the export has a drafter)
+``runtime-litert-plain``    our runtime on our TFLite graphs (LiteRT); when the recipe has them
+``runtime-litert-mtp``      the same with MTP speculation
+``ort-genai``               onnxruntime-genai 0.18 on a model its own builder made from the same
+                            checkpoint at the same precision (int4: MatMulNBits block 32,
+                            accuracy_level 4; fp32: fp32), see ortgenai_runner.py. Only for
+                            checkpoints without KV-shared layers (the builder cannot build them)
+                            and for the int4-b32-sym and fp32 recipes; otherwise the report says
+                            why the row is absent
+``litert-lm-plain``         Google's LiteRT-LM on our ``model.litertlm``, no speculation
+``litert-lm-mtp``           LiteRT-LM's native MTP running our drafter
+``transformers``            ``model.generate(do_sample=False)``, PyTorch eager, on the checkpoint
+                            in fp32 (whatever ``--quant`` says: it is the unquantized reference)
+==========================  ==================================================================
+
+Per row:
+
+* **decode tokens/s**, defined as in decode_speed.py and `RunResult.stats()`:
+  ``(new_tokens - 1) / (time of the last generated token - time of the first)``, the first
+  token (which prefill produces) excluded. onnxruntime-genai is timed the same way
+  (`OrtGenaiRunner.decode_rate`), transformers by a streamer (`decode_speed._TokenClock`).
+  LiteRT-LM reports its own counters: decode token count / decode time, where its decode starts
+  from the prompt's last token, so every new token counts (and 0.18.1 may overshoot the budget
+  by up to K tokens; the new-token column shows it). Median, min and max over ``--repeats``
+  rounds after one warm-up; each round runs every row once, the starting row rotating from round
+  to round (decode_speed.measure), so slow drifts of the machine hit all rows alike.
+* **prefill tokens/s** on a second, longer prompt (``--prefill-tokens``, default 256 tokens with
+  BOS: the start of Python's ``textwrap.py`` cut to that many tokens), run right after each
+  decode sample by the same process, median over the rounds. Each engine's own definition:
+  our runtime: prompt tokens / (the decoder on the whole prompt + choosing the first token)
+  (``prefill_tokens_per_second`` of ``--stats-json``; ONNX: one call; LiteRT: chunks of its
+  prefill signatures, 128/32/8 tokens; tokenizing and the token-embedder graph are outside it); onnxruntime-genai: prompt tokens / the wall time of
+  ``Generator.append_tokens(prompt)``, which runs the decoder on the prompt (the embedding is
+  inside its graph); transformers: prompt tokens / (time the first generated token reaches the
+  streamer - time the prompt reaches it), i.e. the prompt forward plus choosing the first token;
+  LiteRT-LM: its ``last_prefill_tokens_per_second`` after ``Session.run_prefill(prompt)`` (its
+  native prefill token count over its prefill time, the count it reports itself, BOS included;
+  its prefill emits no logits: the first token is chosen in its decode).
+* **peak RSS**: every row runs in its own process (``multiprocessing`` spawn; the parent only
+  sends "take one sample" and receives the numbers over a pipe, and never runs two rows at
+  once). At the end the row's process reads ``VmHWM`` from ``/proc/self/status`` (its own peak
+  resident set; ``ru_maxrss`` of ``RUSAGE_SELF`` where /proc is missing). That is the peak of
+  the whole process over its life (load, warm-up, every decode and prefill run): the Python
+  interpreter (~20 MiB, given as ``baseline``: VmRSS before the engine's modules are
+  imported), the engine's libraries (torch for transformers), the weights, the caches, the
+  allocator's slack. ``RUSAGE_CHILDREN`` of the parent was not used: it is one maximum over all
+  waited-for children, not one per row. The runtime's plain and MTP rows are separate processes
+  and both load the drafter (the runtime opens every graph of the export).
+* **CPU/wall**: the row process's CPU seconds (all its threads) per wall second over each decode
+  run, median: how many cores the engine keeps busy (below ``--threads`` where it runs serial
+  code between parallel kernels, as our Python loop does). **other load**: the cores the rest of
+  the machine kept busy meanwhile: the machine's non-idle CPU time from ``/proc/stat`` (steal
+  included) minus the row process's own, over the decode runs' wall time, summed over the rounds
+  (the counters tick every 10 ms). On a shared machine this says which rows ran beside someone
+  else's work; above 0.25 cores the report warns.
+* **vs best peer**: the row's median over the fastest peer row's median (peers: ort-genai,
+  LiteRT-LM with or without MTP, transformers), for decode and for prefill.
+* **greedy agreement with ours**: every row's first-round token ids against those of ours without
+  speculation on each graph format (``runtime-plain`` on ONNX, ``runtime-litert-plain`` on
+  TFLite); LiteRT-LM returns text only, so its text is compared with the text of ours, by prefix.
+  Reported: the length of the agreeing prefix, whether the whole output matched, whether every
+  round gave the same output. The formats are quantized by different tools (ours ONNX by
+  quantize/, TFLite by ai-edge-quantizer, onnxruntime-genai by its builder) and transformers runs
+  the fp32 checkpoint, so quantized rows may legitimately diverge from each other and from
+  transformers, all the more on random weights whose logits are near ties. Rows on the same
+  graphs should agree (LiteRT-LM with ``runtime-litert-plain``, MTP rows with their plain row).
+  The text comparison is weaker than the id one: ids the tokenizer has no entry for decode to
+  nothing (benchmarks/bench_checkpoint.py's checkpoints have 32000 embedding rows but the
+  built-in 4096-entry tokenizer), so two different outputs can share a text.
+
+Roofline (``--roofline``)
+-------------------------
+* This machine's memory read bandwidth, measured in the same run before the rows start:
+  ``numpy`` ``sum`` over a ``--bandwidth-gib`` (1) GiB float32 array (through its int64 view:
+  integer adds keep the loop memory-bound; numpy's float32 pairwise sum read ~15% slower on
+  the development VM), 5 times, median GB/s (bytes read / seconds), on one thread and split
+  across ``--threads`` threads; a copy test
+  (``np.copyto`` of the array into a pre-touched one, 2 x bytes per copy: read + write, STREAM's
+  convention) for context. The larger of the two read medians is the reference bandwidth.
+* Weight bytes read per decoded token of every ONNX row (our ONNX rows and ort-genai), from the
+  graphs' initializers (sizes from their shapes and types; external data is never loaded):
+  every initializer feeding a matmul-like node (MatMul, MatMulNBits, Gemm, MatMulInteger,
+  DynamicQuantizeMatMul, FusedMatMul; through Transpose/Reshape/Cast/DequantizeLinear and the
+  like) is read in full by every call: quantized weights, scales, zero points, biases, and the
+  LM head. A Gather / GatherBlockQuantized table (the embedding) is read one row per token
+  looked up, unless a matmul reads the same initializer in full (tied LM head: counted once, in
+  full). Norm weights, rotary tables and constants are not counted (listed as ``other``). Our
+  token embedding is a graph of its own (token_embedder.onnx): its rows are counted per token
+  embedded. For speculative rows the count follows the calls each sample made:
+  decoder calls x decoder bytes + drafter calls x drafter bytes + embedded tokens x one row,
+  over the sample's new_tokens - 1 (a verify call reads the weights once for K+1 tokens).
+  Reported: bytes/token, bytes/token x median tokens/s as GB/s, its fraction of the measured
+  bandwidth, and the bandwidth-bound ceiling (bandwidth / bytes per token) in tokens/s.
+  Not counted: K/V cache reads (they grow with the context), activations, onnxruntime's
+  prepacked weight layouts (same size to within the block metadata).
+
+Usage::
+
+    python benchmarks/peers.py                                     # built-in model, int4, exported to a temp folder
+    python benchmarks/peers.py --checkpoint CKPT --quant fp32 --roofline --json r.json
+    python benchmarks/peers.py --artifacts A --ortgenai-dir /tmp/og-int4   # reuse an export and a builder output
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+import decode_speed
+from decode_speed import (
+    LITERT_MTP,
+    LITERT_PLAIN,
+    LITERTLM_MTP,
+    LITERTLM_PLAIN,
+    RUNTIME_MTP,
+    RUNTIME_PLAIN,
+    TRANSFORMERS,
+    Sample,
+    Summary,
+)
+
+ORTGENAI = "ort-genai"
+OURS = (RUNTIME_PLAIN, RUNTIME_MTP, LITERT_PLAIN, LITERT_MTP)
+PEERS = (ORTGENAI, LITERTLM_PLAIN, LITERTLM_MTP, TRANSFORMERS)
+REFERENCE = RUNTIME_PLAIN  # the row that must run: greedy outputs are compared with it (and with LITERT_PLAIN)
+TEXT_ONLY = decode_speed.TEXT_ONLY
+LABELS = {**decode_speed.LABELS, ORTGENAI: "onnxruntime-genai, its builder's model"}
+# decode_speed.measure() labels its Summary rows from decode_speed.LABELS: register ours there.
+decode_speed.LABELS.setdefault(ORTGENAI, LABELS[ORTGENAI])
+ORTGENAI_PRECISION = {"int4-b32-sym": "int4", "fp32": "fp32"}  # our recipe -> builder precision
+DEFAULT_QUANT = "int4"
+REPLY_TIMEOUT_S = 3600.0  # a row that says nothing for this long is taken as hung
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class PeerSample(Sample):
+    """decode_speed.Sample plus what this benchmark adds: the prefill run, and the calls the
+    decode made (runtime rows: for the roofline's bytes per token)."""
+
+    prefill_tokens_per_second: float | None = None
+    prefill_tokens: int | None = None
+    decoder_calls: int | None = None  # target decoder calls in the decode span (plain steps + verifies)
+    drafter_calls: int | None = None  # drafter calls in the decode span (= drafts proposed)
+    cpu_per_wall: float | None = None  # process CPU seconds / wall seconds over the whole decode run
+    wall_seconds: float | None = None  # of the whole decode run
+    other_cpu_seconds: float | None = None  # CPU time the rest of the machine used meanwhile (/proc/stat)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """What one row's process opens: `path` is the artifact folder (runtime), the .litertlm
+    bundle (LiteRT-LM), the builder's output folder (ort-genai) or the checkpoint (transformers)."""
+
+    name: str
+    engine: str  # "runtime", "litert-lm", "ort-genai" or "transformers"
+    path: Path
+    backend: str = "onnxruntime"
+    speculative: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    prompt: str
+    prompt_ids: list[int]
+    long_prompt: str
+    long_prompt_ids: list[int]
+    max_new_tokens: int
+    threads: int
+
+
+@dataclass
+class RowMemory:
+    """MiB, read by the row's own process from /proc/self/status."""
+
+    baseline_rss: float | None  # VmRSS before the engine's modules are imported
+    loaded_rss: float | None  # VmRSS after the engine is open
+    peak_rss: float | None = None  # VmHWM at the end (peak over the process's life)
+
+
+@dataclass
+class GraphWeights:
+    """Initializer bytes of one ONNX graph, split by how a call reads them."""
+
+    file: str
+    matmul_bytes: int  # read in full by every call
+    gather_row_bytes: int  # read per token looked up (one row of each gathered table)
+    gathered_table_bytes: int  # the whole gathered tables (not read per token)
+    other_bytes: int  # norms, rotary tables, constants: not counted
+    total_bytes: int
+
+    def per_call(self, tokens: int) -> int:
+        return self.matmul_bytes + tokens * self.gather_row_bytes
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Our runtime vs onnxruntime-genai, LiteRT-LM and transformers on one model, in one run.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="gemma4_unified checkpoint (default: the built-in trained reference model and its drafter)",
+    )
+    parser.add_argument("--drafter", type=Path, default=None, help="drafter folder to export with --checkpoint")
+    parser.add_argument(
+        "--quant",
+        default=None,
+        help=f"quantization recipe of the export (default: {DEFAULT_QUANT}; fp32 and any `gemma-edge recipes` name; "
+        "with --artifacts: the artifacts' own)",
+    )
+    parser.add_argument("--artifacts", type=Path, default=None, help="existing artifact folder (default: export to a temp folder)")
+    parser.add_argument(
+        "--ortgenai-dir",
+        type=Path,
+        default=None,
+        help="onnxruntime-genai model folder: used when it holds genai_config.json, else built there "
+        "(default: built into a temp folder)",
+    )
+    parser.add_argument("--context-length", type=int, default=1024, help="context of the export (default: 1024)")
+    parser.add_argument("--prompt", default=decode_speed.DEFAULT_PROMPT, help="decode prompt")
+    parser.add_argument("--prefill-tokens", type=int, default=256, help="tokens of the prefill prompt, BOS included (default: 256)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per decode run (default: 64)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of every engine (default: usable CPUs)")
+    parser.add_argument("--roofline", action="store_true", help="measure memory bandwidth and weight bytes per token")
+    parser.add_argument("--bandwidth-gib", type=float, default=1.0, help="array size of the bandwidth test (default: 1 GiB)")
+    parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 2:
+        parser.error("--max-new-tokens must be at least 2 (decode speed needs two generated tokens)")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.prefill_tokens < 2:
+        parser.error("--prefill-tokens must be at least 2")
+    if args.artifacts is not None and args.drafter is not None:
+        parser.error("--drafter is for exporting; --artifacts already holds (or lacks) one")
+    return args
+
+
+def export_recipe(out: Path, checkpoint: Path | None, drafter: Path | None, recipe_name: str, context_length: int) -> float:
+    """decode_speed.export_artifacts with a recipe: every format the recipe has ("all" when it has
+    TFLite, else ONNX). Returns the seconds it took."""
+    from gemma_edge.exporter.export import ExportOptions, export
+    from gemma_edge.quantize.recipes import get_recipe
+
+    recipe = get_recipe(recipe_name)
+    started = time.perf_counter()
+    export(
+        ExportOptions(
+            out=out,
+            checkpoint=checkpoint,
+            drafter=drafter,
+            precision=recipe.name,
+            format="all" if "tflite" in recipe.formats else "onnx",
+            context_length=context_length,
+            force=True,
+            show_progress=False,
+        )
+    )
+    return time.perf_counter() - started
+
+
+@contextmanager
+def artifact_folder(args: argparse.Namespace) -> Iterator[tuple[Path, float | None]]:
+    """--artifacts as given, or a temporary export removed afterwards (path, export seconds)."""
+    if args.artifacts is not None:
+        yield args.artifacts, None
+        return
+    with tempfile.TemporaryDirectory(prefix="gemma-edge-peers-") as tmp:
+        out = Path(tmp) / "artifacts"
+        print(f"exporting ({args.quant or DEFAULT_QUANT}, context {args.context_length}) into a temporary folder...", file=sys.stderr, flush=True)
+        yield out, export_recipe(out, args.checkpoint, args.drafter, args.quant or DEFAULT_QUANT, args.context_length)
+
+
+def resolve_recipe(artifacts: Path, requested: str | None) -> str:
+    """The recipe the artifacts were exported with; an explicit --quant must agree with it."""
+    from gemma_edge.quantize.recipes import get_recipe
+    from gemma_edge.runtime.manifest import load_manifest
+
+    name = load_manifest(artifacts, verify=False).quantization.get("name", "fp32")
+    if requested is not None and get_recipe(requested).name != name:
+        sys.exit(f"error: {artifacts} holds a {name} export, not {get_recipe(requested).name}; drop --quant or re-export")
+    return name
+
+
+def kv_shared_layers(checkpoint: Path) -> int:
+    config = json.loads((checkpoint / "config.json").read_text())
+    return int(config.get("text_config", config).get("num_kv_shared_layers", 0) or 0)
+
+
+def ortgenai_model(args: argparse.Namespace, checkpoint: Path, recipe: str, scratch: Path) -> tuple[Path | None, str, float | None]:
+    """(onnxruntime-genai model folder or None, why it is absent, build seconds)."""
+    precision = ORTGENAI_PRECISION.get(recipe)
+    if precision is None:
+        return None, f"no builder precision matches the {recipe} recipe (only int4-b32-sym and fp32 have one)", None
+    shared = kv_shared_layers(checkpoint)
+    if shared:
+        return None, f"the checkpoint has {shared} KV-shared layers, which onnxruntime-genai 0.18's builder cannot build", None
+    try:
+        importlib.metadata.version("onnxruntime-genai")
+    except importlib.metadata.PackageNotFoundError:
+        return None, "onnxruntime-genai is not installed (pip install -e '.[export,bench]')", None
+    from ortgenai_runner import build_ortgenai_model
+
+    folder = args.ortgenai_dir or scratch / f"ortgenai-{precision}"
+    if (folder / "genai_config.json").is_file():
+        built = builder_precision(folder)
+        if built != precision:
+            sys.exit(f"error: {folder} holds a {built} onnxruntime-genai model; the {recipe} rows need {precision}")
+        return folder, "", None
+    print(f"building the onnxruntime-genai {precision} model (its builder, a minute or more)...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    try:
+        build_ortgenai_model(checkpoint, folder, precision)
+    except RuntimeError as error:
+        return None, f"the builder failed: {error}", None
+    return folder, "", time.perf_counter() - started
+
+
+def builder_precision(folder: Path) -> str:
+    """"int4" when the builder's model has MatMulNBits nodes, else the type of its MatMul weights."""
+    import onnx
+
+    graph = onnx.load(str(folder / _ortgenai_file(folder)), load_external_data=False).graph
+    if any(node.op_type == "MatMulNBits" for node in graph.node):
+        return "int4"
+    types = {tensor.name: tensor.data_type for tensor in graph.initializer}
+    weights = [types[name] for node in graph.node if node.op_type == "MatMul" for name in node.input if name in types]
+    return {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}.get(weights[0], "unknown") if weights else "unknown"
+
+
+def make_workload(checkpoint: Path, args: argparse.Namespace, threads: int) -> Workload:
+    """The decode prompt and the prefill prompt, as text and as ids (the checkpoint's tokenizer,
+    BOS first: what the runtime's Engine.encode gives)."""
+    from ortgenai_runner import prompt_ids
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    source = Path(textwrap.__file__).read_text()
+    body = tokenizer.encode(source, add_special_tokens=False).ids[: args.prefill_tokens - 1]
+    long_prompt = tokenizer.decode(body, skip_special_tokens=True)
+    return Workload(
+        prompt=args.prompt,
+        prompt_ids=prompt_ids(checkpoint, args.prompt),
+        long_prompt=long_prompt,
+        long_prompt_ids=prompt_ids(checkpoint, long_prompt),
+        max_new_tokens=args.max_new_tokens,
+        threads=threads,
+    )
+
+
+def check_fits(workload: Workload, artifacts: Path) -> None:
+    """Exits when a prompt and its new tokens would not fit in the export's context."""
+    from gemma_edge.runtime.manifest import load_manifest
+
+    context = load_manifest(artifacts, verify=False).model.context_length
+    for ids, new_tokens in ((workload.prompt_ids, workload.max_new_tokens), (workload.long_prompt_ids, 1)):
+        if len(ids) + new_tokens > context:
+            sys.exit(f"error: {len(ids)} prompt + {new_tokens} new tokens exceed the export's context of {context}")
+
+
+def plan_rows(
+    artifacts: Path, checkpoint: Path, ortgenai_dir: Path | None, ortgenai_reason: str
+) -> tuple[list[RowSpec], dict[str, str]]:
+    """The rows this export and these packages allow, and why each missing one is missing."""
+    from gemma_edge.runtime.manifest import GraphRole, load_manifest
+
+    manifest = load_manifest(artifacts)  # checks every file once, before any row opens them
+    has_drafter = manifest.graph(GraphRole.DRAFTER) is not None
+    has_tflite = "tflite" in manifest.formats
+    rows = [RowSpec(RUNTIME_PLAIN, "runtime", artifacts)]
+    absent: dict[str, str] = {}
+    no_drafter = "the export has no drafter"
+    no_tflite = "the export has no TFLite graphs (the recipe has no TFLite form, or it was exported --format onnx)"
+    if has_drafter:
+        rows.append(RowSpec(RUNTIME_MTP, "runtime", artifacts, speculative=True))
+    else:
+        absent[RUNTIME_MTP] = no_drafter
+    if has_tflite:
+        rows.append(RowSpec(LITERT_PLAIN, "runtime", artifacts, backend="litert"))
+        if has_drafter:
+            rows.append(RowSpec(LITERT_MTP, "runtime", artifacts, backend="litert", speculative=True))
+        else:
+            absent[LITERT_MTP] = no_drafter
+    else:
+        absent[LITERT_PLAIN] = absent[LITERT_MTP] = no_tflite
+    if ortgenai_dir is not None:
+        rows.append(RowSpec(ORTGENAI, "ort-genai", ortgenai_dir))
+    else:
+        absent[ORTGENAI] = ortgenai_reason
+    litertlm_reason = _litertlm_missing(manifest.litertlm, has_tflite)
+    if litertlm_reason:
+        absent[LITERTLM_PLAIN] = absent[LITERTLM_MTP] = litertlm_reason
+    else:
+        bundle = artifacts / str(manifest.litertlm)
+        rows.append(RowSpec(LITERTLM_PLAIN, "litert-lm", bundle))
+        if has_drafter:
+            rows.append(RowSpec(LITERTLM_MTP, "litert-lm", bundle, speculative=True))
+        else:
+            absent[LITERTLM_MTP] = no_drafter
+    rows.append(RowSpec(TRANSFORMERS, "transformers", checkpoint))
+    return rows, absent
+
+
+def _litertlm_missing(bundle: str | None, has_tflite: bool) -> str:
+    if not has_tflite:
+        return "the export has no TFLite graphs, so no .litertlm bundle"
+    if bundle is None:
+        return "the export wrote no .litertlm bundle"
+    try:
+        importlib.metadata.version("litert-lm")
+    except importlib.metadata.PackageNotFoundError:
+        return "litert-lm is not installed (pip install -e '.[export,bench]')"
+    return ""
+
+
+def versions(threads: int) -> dict[str, Any]:
+    """decode_speed.machine_description plus the peers' package versions."""
+    machine = decode_speed.machine_description(threads)
+    for package in ("onnxruntime-genai", "litert-lm", "ai-edge-litert"):
+        try:
+            machine[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            machine[package] = None
+    return machine
+
+
+# ----------------------------------------------------------------------------- in each row's process
+
+
+class RowEngine(Protocol):
+    def decode(self) -> PeerSample: ...
+
+    def prefill(self) -> tuple[float | None, int | None]: ...
+
+    def close(self) -> None: ...
+
+
+def runtime_decode(engine: Any, prompt: str, max_new_tokens: int, speculative: bool) -> PeerSample:
+    """decode_speed.runtime_sample, keeping the call counts that `RunResult.stats()` leaves out."""
+    from gemma_edge.runtime.generate import GenerationConfig
+
+    result = engine.run(prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculative=speculative))
+    stats, generation = result.stats(), result.generation
+    plain_steps = max(0, stats["new_tokens"] - 1 - generation.tokens_from_verify)
+    return PeerSample(
+        tokens_per_second=stats["decode_tokens_per_second"],
+        new_tokens=stats["new_tokens"],
+        token_ids=list(stats["token_ids"]),
+        acceptance_rate=stats["acceptance_rate"],
+        mean_accepted_per_step=stats["mean_accepted_per_step"],
+        verify_calls=stats["verify_calls"],
+        decoder_calls=generation.verify_calls + plain_steps,
+        drafter_calls=generation.proposed_drafts,
+    )
+
+
+class RuntimeRow:
+    def __init__(self, spec: RowSpec, workload: Workload):
+        from gemma_edge.runtime.engine import Engine
+
+        self.engine = Engine(spec.path, backend=spec.backend, threads=workload.threads)
+        self.spec = spec
+        self.workload = workload
+
+    def decode(self) -> PeerSample:
+        return runtime_decode(self.engine, self.workload.prompt, self.workload.max_new_tokens, self.spec.speculative)
+
+    def prefill(self) -> tuple[float | None, int | None]:
+        from gemma_edge.runtime.generate import GenerationConfig
+
+        config = GenerationConfig(max_new_tokens=1, speculative=self.spec.speculative)
+        stats = self.engine.run(self.workload.long_prompt, config).stats()
+        return stats["prefill_tokens_per_second"], stats["prefill_tokens"]
+
+    def close(self) -> None:
+        pass
+
+
+def litertlm_prefill(runner: Any, prompt: str) -> tuple[float | None, int | None]:
+    """LiteRT-LM's own prefill counters for `prompt` (LiteRtLmRunner.generate returns decode's only)."""
+    session = runner.engine.create_session(apply_prompt_template=False, max_output_tokens=1)
+    try:
+        session.run_prefill([prompt])
+        info = session.get_benchmark_info()
+    finally:
+        session.close()
+    return info.last_prefill_tokens_per_second, info.last_prefill_token_count
+
+
+class LiteRtLmRow:
+    def __init__(self, spec: RowSpec, workload: Workload):
+        from litertlm_runner import LiteRtLmRunner
+
+        self._cache = tempfile.TemporaryDirectory(prefix="peers-litertlm-")  # XNNPACK's packed weights
+        self.runner = LiteRtLmRunner(spec.path, Path(self._cache.name), workload.threads, speculative=spec.speculative)
+        self.workload = workload
+
+    def decode(self) -> PeerSample:
+        sample = decode_speed.litertlm_sample(self.runner, self.workload.prompt, self.workload.max_new_tokens)
+        return PeerSample(**asdict(sample))
+
+    def prefill(self) -> tuple[float | None, int | None]:
+        return litertlm_prefill(self.runner, self.workload.long_prompt)
+
+    def close(self) -> None:
+        self.runner.close()
+        self._cache.cleanup()
+
+
+class OrtGenaiRow:
+    def __init__(self, spec: RowSpec, workload: Workload):
+        from ortgenai_runner import OrtGenaiRunner
+
+        self.runner = OrtGenaiRunner(spec.path, workload.threads)
+        self.workload = workload
+
+    def decode(self) -> PeerSample:
+        run = self.runner.decode_rate(self.workload.prompt_ids, self.workload.max_new_tokens)
+        return PeerSample(
+            tokens_per_second=run["tokens_per_second"],
+            new_tokens=run["new_tokens"],
+            token_ids=run["token_ids"],
+            decoder_calls=max(0, run["new_tokens"] - 1),
+            drafter_calls=0,
+        )
+
+    def prefill(self) -> tuple[float | None, int | None]:
+        ids = self.workload.long_prompt_ids
+        seconds = self.runner.decode_rate(ids, 1)["prefill_seconds"]
+        return (len(ids) / seconds if seconds > 0 else None), len(ids)
+
+    def close(self) -> None:
+        pass
+
+
+class _PrefillClock(decode_speed._TokenClock):
+    """decode_speed's streamer clock that also notes when the prompt is handed over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompt_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_at = time.perf_counter()
+        super().put(value)
+
+
+class TransformersRow:
+    def __init__(self, spec: RowSpec, workload: Workload):
+        decode_speed.quiet_libraries()
+        import torch
+        from gemma_edge.exporter.checkpoint import load_target
+
+        torch.set_num_threads(workload.threads)
+        self.model = load_target(spec.path).model
+        self.input_ids = torch.tensor([workload.prompt_ids], dtype=torch.long)
+        self.long_ids = torch.tensor([workload.long_prompt_ids], dtype=torch.long)
+        self.workload = workload
+
+    def decode(self) -> PeerSample:
+        sample = decode_speed.transformers_sample(self.model, self.input_ids, self.workload.max_new_tokens)
+        return PeerSample(**asdict(sample), decoder_calls=max(0, sample.new_tokens - 1), drafter_calls=0)
+
+    def prefill(self) -> tuple[float | None, int | None]:
+        clock = _PrefillClock()
+        decode_speed._hf_generate(self.model, self.long_ids, 1, streamer=clock)
+        tokens = self.long_ids.shape[1]
+        if clock.prompt_at is None or not clock.times:
+            return None, tokens
+        seconds = clock.times[0] - clock.prompt_at
+        return (tokens / seconds if seconds > 0 else None), tokens
+
+    def close(self) -> None:
+        pass
+
+
+ROW_ENGINES: dict[str, Callable[[RowSpec, Workload], RowEngine]] = {
+    "runtime": RuntimeRow,
+    "litert-lm": LiteRtLmRow,
+    "ort-genai": OrtGenaiRow,
+    "transformers": TransformersRow,
+}
+
+
+def memory_status() -> dict[str, float | None]:
+    """This process's VmRSS and VmHWM (peak) in MiB; ru_maxrss stands in for VmHWM without /proc."""
+    values: dict[str, float | None] = {"VmRSS": None, "VmHWM": None}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = int(rest.split()[0]) / 1024  # kB
+    except OSError:
+        values["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return values
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all CPUs of the machine have spent not idle since boot (/proc/stat: user, nice,
+    system, irq, softirq and steal, the time the hypervisor gave our vCPUs to others); None without /proc."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def row_process(spec: RowSpec, workload: Workload, conn: Connection) -> None:
+    """The body of one row's process: open the engine, then answer "sample" (a PeerSample) and
+    "stop" (VmHWM). Replies are (kind, payload); kind "error" carries the traceback."""
+    baseline = memory_status()["VmRSS"]
+    try:
+        engine = ROW_ENGINES[spec.engine](spec, workload)
+    except BaseException:  # noqa: BLE001 - reported to the parent, which skips the row
+        conn.send(("error", traceback.format_exc()))
+        return
+    conn.send(("ready", {"baseline_rss": baseline, "loaded_rss": memory_status()["VmRSS"]}))
+    while True:
+        command = conn.recv()
+        if command == "stop":
+            peak = memory_status()["VmHWM"]
+            engine.close()
+            conn.send(("stopped", peak))
+            return
+        try:
+            busy, wall, cpu = machine_busy_seconds(), time.perf_counter(), time.process_time()
+            sample = engine.decode()
+            sample.wall_seconds, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            sample.cpu_per_wall = cpu / sample.wall_seconds
+            if busy is not None:
+                sample.other_cpu_seconds = max(0.0, (machine_busy_seconds() or busy) - busy - cpu)
+            sample.prefill_tokens_per_second, sample.prefill_tokens = engine.prefill()
+        except BaseException:  # noqa: BLE001
+            conn.send(("error", traceback.format_exc()))
+            return
+        conn.send(("sample", sample))
+
+
+# ----------------------------------------------------------------------------- in the parent
+
+
+class RowProcess:
+    """The parent's handle on one row's process."""
+
+    def __init__(self, context: Any, spec: RowSpec, workload: Workload):
+        self.spec = spec
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=row_process, args=(spec, workload, child), name=f"peers-{spec.name}", daemon=True)
+        self.process.start()
+        child.close()
+        self.memory: RowMemory | None = None
+
+    def _reply(self, expected: str) -> Any:
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        while not self.conn.poll(1.0):
+            if not self.process.is_alive():
+                raise RuntimeError(f"{self.spec.name}: its process exited with code {self.process.exitcode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.spec.name}: no reply in {REPLY_TIMEOUT_S:.0f} s")
+        kind, payload = self.conn.recv()
+        if kind != expected:
+            raise RuntimeError(f"{self.spec.name} failed:\n{payload}")
+        return payload
+
+    def wait_ready(self) -> None:
+        self.memory = RowMemory(**self._reply("ready"))
+
+    def sample(self) -> PeerSample:
+        self.conn.send("sample")
+        sample: PeerSample = self._reply("sample")
+        return sample
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send("stop")
+                peak = self._reply("stopped")
+                if self.memory is not None:
+                    self.memory.peak_rss = peak
+            except (OSError, EOFError, RuntimeError) as error:
+                print(f"warning: {self.spec.name} did not stop cleanly: {error!r}", file=sys.stderr)
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
+def start_rows(specs: list[RowSpec], workload: Workload, absent: dict[str, str]) -> dict[str, RowProcess]:
+    """One process per row, started one after the other (no two load at once). A row whose
+    engine fails to open is dropped, its error kept in `absent`."""
+    context = multiprocessing.get_context("spawn")
+    started: dict[str, RowProcess] = {}
+    for spec in specs:
+        print(f"  opening {spec.name}...", file=sys.stderr, flush=True)
+        row = RowProcess(context, spec, workload)
+        try:
+            row.wait_ready()
+        except RuntimeError as error:
+            absent[spec.name] = f"failed to open: {str(error).strip().splitlines()[-1]}"
+            print(f"warning: {error}", file=sys.stderr)
+            row.stop()
+            continue
+        started[spec.name] = row
+    return started
+
+
+def measure_rows(rows: dict[str, RowProcess], repeats: int) -> dict[str, Summary]:
+    """decode_speed.measure over the row processes: one warm-up each, then round-robin rounds."""
+    return decode_speed.measure({name: row.sample for name, row in rows.items()}, repeats)
+
+
+# ----------------------------------------------------------------------------- roofline
+
+
+def _median_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure_bandwidth(gib: float, threads: int, repeats: int = 5) -> dict[str, float]:
+    """Memory bandwidth in GB/s (1e9 bytes/s) over a float32 array of `gib` GiB: a read test (sum of
+    its int64 view: integer adds keep the loop bound by memory, where float32 pairwise summation
+    costs ~15% here), on one thread and split across `threads` threads (numpy releases the GIL in
+    the reduction), and a copy test (read + write bytes)."""
+    import numpy as np
+
+    source = np.ones(int(gib * 2**30) // 8 * 2, dtype=np.float32)  # written once: every page is resident
+    target = np.zeros_like(source)
+    target[::1024] = 1.0  # touch every page so the copy measures bandwidth, not page faults
+    words = source.view(np.int64)
+    parts = np.array_split(words, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        threaded = _median_seconds(lambda: list(pool.map(np.sum, parts)), repeats)
+    single = _median_seconds(words.sum, repeats)
+    copy = _median_seconds(lambda: np.copyto(target, source), repeats)
+    nbytes = source.nbytes
+    result = {
+        "array_bytes": float(nbytes),
+        "read_one_thread_gb_s": nbytes / single / 1e9,
+        "read_threads_gb_s": nbytes / threaded / 1e9,
+        "copy_gb_s": 2 * nbytes / copy / 1e9,
+        "threads": float(threads),
+        "repeats": float(repeats),
+    }
+    result["reference_read_gb_s"] = max(result["read_one_thread_gb_s"], result["read_threads_gb_s"])
+    return result
+
+
+MATMUL_OPS = {"MatMul", "MatMulNBits", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "FusedMatMul"}
+GATHER_INPUTS = {"Gather": (0,), "GatherBlockQuantized": (0, 2, 3)}  # table, scales, zero points
+PASS_THROUGH = {"Transpose", "Reshape", "Cast", "Identity", "DequantizeLinear", "Squeeze", "Unsqueeze", "Flatten"}
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    """Bytes of an initializer from its shape and type (its data is never loaded)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    count = int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    if tensor.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        return (count + 1) // 2
+    return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+
+
+def graph_weights(path: Path) -> GraphWeights:
+    """Split `path`'s initializers by how one call reads them (see the module docstring)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {output: node for node in graph.node for output in node.output}
+
+    def sources(name: str) -> set[str]:
+        """The initializers a tensor is computed from through weight-preparing ops only."""
+        if name in initializers:
+            return {name}
+        node = producers.get(name)
+        if node is None or node.op_type not in PASS_THROUGH:
+            return set()
+        inputs = node.input if node.op_type == "DequantizeLinear" else node.input[:1]
+        return set().union(*(sources(item) for item in inputs if item))
+
+    full: set[str] = set()
+    row_bytes: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in MATMUL_OPS:
+            full |= set().union(*(sources(item) for item in node.input if item))
+        elif node.op_type in GATHER_INPUTS:
+            axis = next((attr.i for attr in node.attribute if attr.name == "gather_axis" or attr.name == "axis"), 0)
+            for index in GATHER_INPUTS[node.op_type]:
+                if index < len(node.input) and node.input[index]:
+                    for name in sources(node.input[index]):
+                        row_bytes[name] = _row_bytes(initializers[name], axis, direct=name == node.input[index])
+    row_bytes = {name: size for name, size in row_bytes.items() if name not in full}
+    sizes = {name: _tensor_bytes(tensor) for name, tensor in initializers.items()}
+    matmul = sum(sizes[name] for name in full)
+    tables = sum(sizes[name] for name in row_bytes)
+    total = sum(sizes.values())
+    return GraphWeights(path.name, matmul, sum(row_bytes.values()), tables, total - matmul - tables, total)
+
+
+def _row_bytes(tensor: Any, axis: int, direct: bool) -> int:
+    """Bytes of one row of a gathered table: along `axis` when the table is fed directly, else
+    (reshaped or transposed on the way) along its longest axis, the vocabulary's."""
+    dims = list(tensor.dims)
+    if len(dims) < 2:
+        return _tensor_bytes(tensor)
+    rows = dims[axis] if direct and -len(dims) <= axis < len(dims) else max(dims)
+    return _tensor_bytes(tensor) // max(1, rows)
+
+
+def our_graph_weights(artifacts: Path) -> dict[str, GraphWeights]:
+    """Weight accounting of our ONNX token embedder, decoder and (when present) drafter."""
+    from gemma_edge.runtime.manifest import GraphRole, load_manifest
+
+    manifest = load_manifest(artifacts, verify=False)
+    graphs = {}
+    for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER, GraphRole.DRAFTER):
+        spec = manifest.graph(role, "onnx")
+        if spec is not None:
+            graphs[role.value] = graph_weights(artifacts / spec.file)
+    return graphs
+
+
+def bytes_per_token(sample: PeerSample, graphs: dict[str, GraphWeights]) -> float | None:
+    """Weight bytes read per decoded token by one runtime sample: decoder calls x decoder bytes +
+    drafter calls x drafter bytes + embedded tokens x one embedding row, over new_tokens - 1.
+    Embedded tokens: one per plain step, K+1 per verify, one per draft = decoder calls + 2 x drafts."""
+    if sample.decoder_calls is None or sample.new_tokens < 2:
+        return None
+    drafts = sample.drafter_calls or 0
+    total = sample.decoder_calls * graphs["decoder"].per_call(1)
+    if "drafter" in graphs:
+        total += drafts * graphs["drafter"].per_call(1)
+    if "token_embedder" in graphs:
+        total += (sample.decoder_calls + 2 * drafts) * graphs["token_embedder"].per_call(1)
+    return total / (sample.new_tokens - 1)
+
+
+def roofline(
+    summaries: dict[str, Summary], artifacts: Path, ortgenai_dir: Path | None, bandwidth: dict[str, float]
+) -> dict[str, Any]:
+    """Per ONNX row: weight bytes per token, the bandwidth its median rate implies, and the ceiling."""
+    graphs = {"ours": our_graph_weights(artifacts)}
+    if ortgenai_dir is not None and ORTGENAI in summaries:
+        graphs[ORTGENAI] = {"decoder": graph_weights(ortgenai_dir / _ortgenai_file(ortgenai_dir))}
+    reference = bandwidth["reference_read_gb_s"]
+    rows: dict[str, Any] = {}
+    for name in (RUNTIME_PLAIN, RUNTIME_MTP, ORTGENAI):
+        if name not in summaries:
+            continue
+        row_graphs = graphs[ORTGENAI if name == ORTGENAI else "ours"]
+        per_sample = [bytes_per_token(sample, row_graphs) for sample in summaries[name].samples]
+        present = [value for value in per_sample if value is not None]
+        median_rate = summaries[name].median()
+        per_token = statistics.median(present) if present else None
+        achieved = per_token * median_rate / 1e9 if per_token and median_rate else None
+        rows[name] = {
+            "weight_bytes_per_token": per_token,
+            "weight_bytes_per_token_samples": per_sample,
+            "median_tokens_per_second": median_rate,
+            "achieved_gb_s": achieved,
+            "fraction_of_bandwidth": achieved / reference if achieved else None,
+            "bandwidth_bound_tokens_per_second": reference * 1e9 / per_token if per_token else None,
+        }
+    return {"bandwidth": bandwidth, "graphs": {key: {role: asdict(g) for role, g in value.items()} for key, value in graphs.items()}, "rows": rows}
+
+
+def _ortgenai_file(folder: Path) -> str:
+    config = json.loads((folder / "genai_config.json").read_text())
+    return config["model"]["decoder"].get("filename", "model.onnx")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+AGREEMENT_REFERENCES = {RUNTIME_PLAIN: "ONNX", LITERT_PLAIN: "TFLite"}  # ours, plain, on each graph format
+
+
+def agreement(summaries: dict[str, Summary], tokenizer: Any) -> dict[str, dict[str, Any]]:
+    """Each row's first-round greedy output against ours on each graph format (runtime-plain on
+    ONNX, runtime-litert-plain on TFLite: different quantizers, so both are shown; LiteRT-LM runs
+    the TFLite graphs). Ids for id rows; text by prefix for LiteRT-LM (it gives no ids). Also
+    whether the row gave the same output in every round."""
+    references = {name: summaries[name].samples[0].token_ids for name in AGREEMENT_REFERENCES if name in summaries}
+    result: dict[str, dict[str, Any]] = {}
+    for name, summary in summaries.items():
+        first = summary.samples[0]
+        row: dict[str, Any] = {
+            "stable": all((s.text, s.token_ids) == (first.text, first.token_ids) for s in summary.samples)
+        }
+        for reference, ids in references.items():
+            if name in TEXT_ONLY:
+                text, expected = first.text or "", tokenizer.decode(ids, skip_special_tokens=True)
+                row[reference] = _agreement(text, expected, "characters", text.startswith(expected))
+            else:
+                row[reference] = _agreement(first.token_ids, ids, "tokens", first.token_ids == ids)
+        result[name] = row
+    return result
+
+
+def _agreement(ours: Any, reference: Any, unit: str, same: bool) -> dict[str, Any]:
+    return {"unit": unit, "agreeing_prefix": _common_prefix(ours, reference), "compared": len(reference), "same": same}
+
+
+def _common_prefix(a: Any, b: Any) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def other_load(summary: Summary) -> float | None:
+    """Cores the rest of the machine kept busy while this row decoded: its other CPU seconds over
+    its wall seconds, summed over the rounds (/proc/stat counts in 10 ms ticks: one short run
+    alone would be too coarse)."""
+    pairs = [(s.other_cpu_seconds, s.wall_seconds) for s in summary.samples if s.other_cpu_seconds is not None and s.wall_seconds]
+    wall = sum(seconds for _, seconds in pairs)
+    return sum(other for other, _ in pairs) / wall if wall > 0 else None
+
+
+def _median_of(summary: Summary, attribute: str) -> float | None:
+    return decode_speed._median_or_none([getattr(sample, attribute) for sample in summary.samples])
+
+
+def best_peer(summaries: dict[str, Summary], attribute: str) -> tuple[str | None, float | None]:
+    """The peer row with the highest median of `attribute` ("tokens_per_second" for decode)."""
+    medians = {name: _median_of(summaries[name], attribute) for name in PEERS if name in summaries}
+    present = {name: value for name, value in medians.items() if value}
+    if not present:
+        return None, None
+    name = max(present, key=lambda key: present[key])
+    return name, present[name]
+
+
+def row_results(summaries: dict[str, Summary], rows: dict[str, RowProcess], agree: dict[str, Any]) -> dict[str, Any]:
+    _, best_decode = best_peer(summaries, "tokens_per_second")
+    _, best_prefill = best_peer(summaries, "prefill_tokens_per_second")
+    results = {}
+    for name, summary in summaries.items():
+        row = summary.to_json(None)
+        row.pop("ratio_to_transformers")
+        prefill = [sample.prefill_tokens_per_second for sample in summary.samples]
+        prefill_median = _median_of(summary, "prefill_tokens_per_second")
+        present = [value for value in prefill if value is not None]
+        memory = rows[name].memory
+        results[name] = {
+            **row,
+            "group": "ours" if name in OURS else "peer",
+            "decode_vs_best_peer": row["median"] / best_decode if row["median"] and best_decode else None,
+            "prefill_tokens_per_second": prefill,
+            "prefill_median": prefill_median,
+            "prefill_min": min(present) if present else None,
+            "prefill_max": max(present) if present else None,
+            "prefill_tokens": [sample.prefill_tokens for sample in summary.samples],
+            "prefill_vs_best_peer": prefill_median / best_prefill if prefill_median and best_prefill else None,
+            "memory_mib": asdict(memory) if memory else None,
+            "greedy_vs_ours": agree[name],
+            "decoder_calls": [sample.decoder_calls for sample in summary.samples],
+            "drafter_calls": [sample.drafter_calls for sample in summary.samples],
+            "cpu_per_wall": [sample.cpu_per_wall for sample in summary.samples],
+            "cpu_per_wall_median": _median_of(summary, "cpu_per_wall"),
+            "other_load": other_load(summary),
+        }
+    return results
+
+
+def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for index, row in enumerate([header, *rows]):
+        lines.append("  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]))
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def format_rows(results: dict[str, Any]) -> str:
+    references = [name for name in AGREEMENT_REFERENCES if any(name in row["greedy_vs_ours"] for row in results.values())]
+    header = (
+        "row", "new tok", "decode tok/s", "(min-max)", "vs best peer", "CPU/wall", "other load", "prefill tok/s", "vs best peer",
+        "peak RSS MiB", *(f"= ours {AGREEMENT_REFERENCES[name]}" for name in references),
+    )  # fmt: skip
+    rows = []
+    for name, row in results.items():
+        memory = row["memory_mib"] or {}
+        rows.append(
+            (
+                LABELS[name],
+                "/".join(str(count) for count in sorted(set(row["new_tokens"]))),
+                _fmt(row["median"]),
+                f"({_fmt(row['min'])}-{_fmt(row['max'])})",
+                _fmt(row["decode_vs_best_peer"], ".2f", "x"),
+                _fmt(row["cpu_per_wall_median"], ".2f"),
+                _fmt(row["other_load"], ".2f"),
+                _fmt(row["prefill_median"]),
+                _fmt(row["prefill_vs_best_peer"], ".2f", "x"),
+                _fmt(memory.get("peak_rss")),
+                *(_agreement_cell(name, reference, row["greedy_vs_ours"]) for reference in references),
+            )
+        )
+    return _table(header, rows)
+
+
+def _agreement_cell(name: str, reference: str, agree: dict[str, Any]) -> str:
+    """"ref" for the reference itself; else agreeing prefix / compared ("c": characters), "*" when
+    the whole output matched."""
+    if name == reference:
+        return "ref"
+    cell = agree[reference]
+    return f"{'*' if cell['same'] else ''}{cell['agreeing_prefix']}/{cell['compared']}{'c' if cell['unit'] == 'characters' else ''}"
+
+
+def format_speculation(results: dict[str, Any], draft_tokens: int | None) -> str:
+    """Acceptance of our speculative rows (LiteRT-LM does not report its own)."""
+    parts = [
+        f"{name} acceptance {row['acceptance_rate']:.3f}, {row['mean_accepted_per_step']:.2f} tokens/verify"
+        for name, row in results.items()
+        if name in (RUNTIME_MTP, LITERT_MTP) and row["acceptance_rate"] is not None
+    ]
+    return f"MTP (K={draft_tokens}): " + "; ".join(parts) if parts else ""
+
+
+def format_absent(absent: dict[str, str]) -> str:
+    return "\n".join(f"absent: {LABELS[name]} [{name}]: {reason}" for name, reason in absent.items())
+
+
+def format_roofline(report: dict[str, Any]) -> str:
+    bandwidth = report["bandwidth"]
+    summary = (
+        f"memory read bandwidth: {bandwidth['read_one_thread_gb_s']:.1f} GB/s (numpy int64 sum, 1 thread), "
+        f"{bandwidth['read_threads_gb_s']:.1f} GB/s ({bandwidth['threads']:.0f} threads), copy {bandwidth['copy_gb_s']:.1f} GB/s "
+        f"(read + write); {bandwidth['array_bytes'] / 2**30:.2f} GiB array, median of {bandwidth['repeats']:.0f}"
+    )
+    lines = [summary, ""]
+    header = ("ONNX row", "weight MB/token", "decode tok/s", "weights GB/s", "of read BW", "bandwidth-bound tok/s")
+    rows = [
+        (
+            f"{LABELS[name]} [{name}]",
+            _fmt(row["weight_bytes_per_token"] / 1e6 if row["weight_bytes_per_token"] else None, ".2f"),
+            _fmt(row["median_tokens_per_second"]),
+            _fmt(row["achieved_gb_s"], ".2f"),
+            _fmt(row["fraction_of_bandwidth"] * 100 if row["fraction_of_bandwidth"] is not None else None, ".1f", "%"),
+            _fmt(row["bandwidth_bound_tokens_per_second"]),
+        )
+        for name, row in report["rows"].items()
+    ]
+    lines.append(_table(header, rows))
+    for key, graphs in report["graphs"].items():
+        for graph in graphs.values():
+            lines.append(
+                f"  {key} {graph['file']}: matmul weights {graph['matmul_bytes'] / 1e6:.2f} MB, one embedding row "
+                f"{graph['gather_row_bytes'] / 1e3:.2f} kB of {graph['gathered_table_bytes'] / 1e6:.2f} MB, "
+                f"other {graph['other_bytes'] / 1e6:.2f} MB (not counted)"
+            )
+    return "\n".join(lines)
+
+
+def print_report(results: dict[str, Any], absent: dict[str, str], machine: dict[str, Any], settings: dict[str, Any], roof: dict[str, Any] | None) -> None:
+    print()
+    print(decode_speed.format_machine(machine))
+    print(
+        f"         onnxruntime-genai {machine['onnxruntime-genai']}, litert-lm {machine['litert-lm']}, "
+        f"ai-edge-litert {machine['ai-edge-litert']}"
+    )
+    print(
+        f"model: {settings['checkpoint']} ({settings['recipe']}, context {settings['context_length']}); "
+        f"artifacts: {settings['artifacts']}; ort-genai: {settings['ortgenai_precision'] or '-'}"
+    )
+    print(
+        f"decode: prompt {settings['prompt']!r} ({settings['prompt_tokens']} tokens), max {settings['max_new_tokens']} new tokens, "
+        f"greedy; prefill: {settings['prefill_prompt_tokens']}-token prompt; median of {settings['repeats']} "
+        f"round-robin rounds after 1 warm-up; every row in its own process"
+    )
+    print()
+    print(format_rows(results))
+    if absent:
+        print(format_absent(absent))
+    speculative = format_speculation(results, settings["draft_tokens"])
+    if speculative:
+        print(speculative)
+    print()
+    print("decode tok/s = (new_tokens - 1) / (last token time - first token time); LiteRT-LM: its own counters "
+          "(decode count / decode time, every new token). prefill: each engine's definition (module docstring). "
+          "peak RSS: VmHWM of the row's own process. vs best peer: median / the fastest peer row's median. "
+          "= ours X: greedy output's agreeing prefix / length of ours on graph format X, in tokens ('c': characters, "
+          "LiteRT-LM gives text only); '*': the whole output matched. "
+          "CPU/wall: the row process's CPU seconds per wall second over its decode runs (median); other load: cores "
+          "the rest of the machine kept busy meanwhile (/proc/stat, over all rounds).")
+    busy = busy_rows(results)
+    if busy:
+        print(
+            f"warning: other processes kept more than {BUSY_CORES} cores busy while {', '.join(busy)} decoded "
+            f"(of {settings['usable_cpus']} usable CPUs); those rows were slowed by something else (torch's OpenMP "
+            "threads suffer most when a core is taken), compare with care"
+        )
+    if roof is not None:
+        print()
+        print(format_roofline(roof))
+
+
+BUSY_CORES = 0.25  # other load above this many cores during a row's decode runs: the report warns
+
+
+def busy_rows(results: dict[str, Any]) -> list[str]:
+    """Rows during whose decode runs other processes kept more than BUSY_CORES cores busy."""
+    return [name for name, row in results.items() if (row["other_load"] or 0.0) > BUSY_CORES]
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    decode_speed.quiet_libraries()
+    from gemma_edge.runtime.backend import default_threads
+    from tokenizers import Tokenizer
+
+    threads = args.threads or default_threads()
+    with artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+        recipe = resolve_recipe(artifacts, args.quant)
+        checkpoint = decode_speed.reference_checkpoint(artifacts, args.checkpoint)
+        ortgenai_dir, ortgenai_reason, build_seconds = ortgenai_model(args, checkpoint, recipe, Path(scratch))
+        workload = make_workload(checkpoint, args, threads)
+        check_fits(workload, artifacts)
+        specs, absent = plan_rows(artifacts, checkpoint, ortgenai_dir, ortgenai_reason)
+        bandwidth = None
+        if args.roofline:
+            print("measuring memory bandwidth...", file=sys.stderr, flush=True)
+            bandwidth = measure_bandwidth(args.bandwidth_gib, threads)
+        rows = start_rows(specs, workload, absent)
+        try:
+            if REFERENCE not in rows:
+                sys.exit(f"error: the {REFERENCE} row did not open: {absent.get(REFERENCE)}")
+            print(f"measuring ({args.repeats} rounds after a warm-up)...", file=sys.stderr, flush=True)
+            summaries = measure_rows(rows, args.repeats)
+        finally:
+            for row in rows.values():
+                row.stop()
+        roof = roofline(summaries, artifacts, ortgenai_dir, bandwidth) if bandwidth is not None else None
+        settings = make_settings(args, artifacts, checkpoint, recipe, workload)
+    settings.update(export_seconds=export_seconds, ortgenai_build_seconds=build_seconds)
+    settings["ortgenai_precision"] = ORTGENAI_PRECISION[recipe] if ortgenai_dir is not None else None
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    results = row_results(summaries, rows, agreement(summaries, tokenizer))
+    machine = versions(threads)
+    print_report(results, absent, machine, settings, roof)
+    document = {
+        "definitions": DEFINITIONS,
+        "settings": settings,
+        "machine": machine,
+        "results": results,
+        "absent": absent,
+        "token_ids": {name: summary.samples[0].token_ids for name, summary in summaries.items()},
+        "texts": {name: summary.samples[0].text for name, summary in summaries.items() if name in TEXT_ONLY},
+        "roofline": roof,
+    }
+    if args.json is not None:
+        write_json(args.json, document)
+        print(f"wrote {args.json}")
+    return document
+
+
+DEFINITIONS = {
+    "decode_tokens_per_second": "(new_tokens - 1) / seconds from the first generated token to the last "
+    "(LiteRT-LM: its decode token count / its decode time)",
+    "prefill_tokens_per_second": "prompt tokens / prefill seconds, each engine's definition (see peers.py)",
+    "peak_rss": "VmHWM of the row's own process, MiB",
+    "vs_best_peer": "median / the highest median among the peer rows",
+    "other_load": "cores the rest of the machine kept busy during the row's decode runs (/proc/stat)",
+}
+
+
+def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, recipe: str, workload: Workload) -> dict[str, Any]:
+    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.manifest import load_manifest
+
+    manifest = load_manifest(artifacts, verify=False)
+    return {
+        "checkpoint": str(checkpoint),
+        "recipe": recipe,
+        "context_length": manifest.model.context_length,
+        "artifacts": "temporary export" if args.artifacts is None else str(args.artifacts),
+        "draft_tokens": manifest.drafter.num_assistant_tokens if manifest.drafter is not None else None,
+        "ortgenai_dir": str(args.ortgenai_dir) if args.ortgenai_dir is not None else None,
+        "prompt": workload.prompt,
+        "prompt_tokens": len(workload.prompt_ids),
+        "prefill_prompt": workload.long_prompt,
+        "prefill_prompt_tokens": len(workload.long_prompt_ids),
+        "max_new_tokens": workload.max_new_tokens,
+        "repeats": args.repeats,
+        "warmup_runs": 1,
+        "threads": workload.threads,
+        "usable_cpus": default_threads(),
+        "sampling": "greedy",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
