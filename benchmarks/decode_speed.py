@@ -178,13 +178,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="drafter folder to export with --checkpoint (the built-in model uses its own)",
     )
     args = parser.parse_args(argv)
+    check_run_arguments(parser, args)
+    return args
+
+
+def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The options every decode benchmark shares: --max-new-tokens, --repeats, --threads."""
     if args.max_new_tokens < 2:
         parser.error("--max-new-tokens must be at least 2 (decode speed needs two generated tokens)")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
-    return args
 
 
 def quiet_libraries() -> None:
@@ -200,14 +205,26 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-def export_artifacts(out: Path, checkpoint: Path | None, drafter: Path | None, context_length: int) -> float:
-    """Export ONNX, TFLite and the LiteRT-LM bundle into `out`; returns the seconds it took."""
+def export_artifacts(
+    out: Path, checkpoint: Path | None, drafter: Path | None, context_length: int, precision: str = "fp32"
+) -> float:
+    """Export every format the recipe has (ONNX, and TFLite + the LiteRT-LM bundle when it has a
+    TFLite form) into `out`; returns the seconds it took."""
     from gemma_edge.exporter.export import ExportOptions, export
+    from gemma_edge.quantize.recipes import get_recipe
 
+    recipe = get_recipe(precision)
     started = time.perf_counter()
     export(
         ExportOptions(
-            out=out, checkpoint=checkpoint, drafter=drafter, context_length=context_length, force=True, show_progress=False
+            out=out,
+            checkpoint=checkpoint,
+            drafter=drafter,
+            precision=recipe.name,
+            format="all" if "tflite" in recipe.formats else "onnx",
+            context_length=context_length,
+            force=True,
+            show_progress=False,
         )
     )
     return time.perf_counter() - started
@@ -523,10 +540,11 @@ def artifact_folder(args: argparse.Namespace) -> Iterator[tuple[Path, float | No
     if args.artifacts is not None:
         yield args.artifacts, None
         return
+    precision = getattr(args, "quant", None) or "fp32"
     with tempfile.TemporaryDirectory(prefix="gemma-edge-bench-") as tmp:
         out = Path(tmp) / "artifacts"
-        print("exporting the model into a temporary folder (about a minute)...", file=sys.stderr, flush=True)
-        seconds = export_artifacts(out, args.checkpoint, args.drafter, args.context_length)
+        print(f"exporting the model ({precision}, context {args.context_length}) into a temporary folder...", file=sys.stderr, flush=True)
+        seconds = export_artifacts(out, args.checkpoint, args.drafter, args.context_length, precision)
         yield out, seconds
 
 

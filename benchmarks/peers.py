@@ -124,9 +124,8 @@ import tempfile
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -259,52 +258,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bandwidth-gib", type=float, default=1.0, help="array size of the bandwidth test (default: 1 GiB)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     args = parser.parse_args(argv)
-    if args.max_new_tokens < 2:
-        parser.error("--max-new-tokens must be at least 2 (decode speed needs two generated tokens)")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
+    decode_speed.check_run_arguments(parser, args)
     if args.prefill_tokens < 2:
         parser.error("--prefill-tokens must be at least 2")
     if args.artifacts is not None and args.drafter is not None:
         parser.error("--drafter is for exporting; --artifacts already holds (or lacks) one")
     return args
-
-
-def export_recipe(out: Path, checkpoint: Path | None, drafter: Path | None, recipe_name: str, context_length: int) -> float:
-    """decode_speed.export_artifacts with a recipe: every format the recipe has ("all" when it has
-    TFLite, else ONNX). Returns the seconds it took."""
-    from gemma_edge.exporter.export import ExportOptions, export
-    from gemma_edge.quantize.recipes import get_recipe
-
-    recipe = get_recipe(recipe_name)
-    started = time.perf_counter()
-    export(
-        ExportOptions(
-            out=out,
-            checkpoint=checkpoint,
-            drafter=drafter,
-            precision=recipe.name,
-            format="all" if "tflite" in recipe.formats else "onnx",
-            context_length=context_length,
-            force=True,
-            show_progress=False,
-        )
-    )
-    return time.perf_counter() - started
-
-
-@contextmanager
-def artifact_folder(args: argparse.Namespace) -> Iterator[tuple[Path, float | None]]:
-    """--artifacts as given, or a temporary export removed afterwards (path, export seconds)."""
-    if args.artifacts is not None:
-        yield args.artifacts, None
-        return
-    with tempfile.TemporaryDirectory(prefix="gemma-edge-peers-") as tmp:
-        out = Path(tmp) / "artifacts"
-        print(f"exporting ({args.quant or DEFAULT_QUANT}, context {args.context_length}) into a temporary folder...", file=sys.stderr, flush=True)
-        yield out, export_recipe(out, args.checkpoint, args.drafter, args.quant or DEFAULT_QUANT, args.context_length)
 
 
 def resolve_recipe(artifacts: Path, requested: str | None) -> str:
@@ -1163,7 +1122,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tokenizers import Tokenizer
 
     threads = args.threads or default_threads()
-    with artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
+    if args.artifacts is None:
+        args.quant = args.quant or DEFAULT_QUANT
+    with decode_speed.artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         recipe = resolve_recipe(artifacts, args.quant)
         checkpoint = decode_speed.reference_checkpoint(artifacts, args.checkpoint)
         ortgenai_dir, ortgenai_reason, build_seconds = ortgenai_model(args, checkpoint, recipe, Path(scratch))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -76,56 +78,129 @@ def _check_io(session: object, spec: GraphSpec, path: Path) -> None:
         raise GemmaEdgeError(f"{path} does not have the inputs/outputs its manifest entry lists; re-run `gemma-edge export`")
 
 
+_litert_environment: object | None = None
+
+
+def _shared_litert_environment() -> object:
+    """One LiteRT environment for the process. Each environment registers its accelerators
+    (and tries NPU/GPU plugins) with log lines on stderr when created and again when destroyed;
+    a shared one is created once, quietly, and lives as long as the process."""
+    global _litert_environment
+    if _litert_environment is None:
+        from ai_edge_litert.compiled_model import _create_default_environment
+
+        with quiet_native_output():
+            _litert_environment = _create_default_environment()
+        atexit.register(_release_litert_environment)
+    return _litert_environment
+
+
+def _release_litert_environment() -> None:
+    """At exit, after everything of ours is written: LiteRT logs each accelerator it destroys on
+    the native stderr during interpreter teardown, when no context manager can mute it any more,
+    so the process's native stderr is pointed at /dev/null for the rest of its life."""
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 class LiteRtBackend:
-    """ai_edge_litert's Interpreter (XNNPACK on CPU), one per .tflite file, one runner per signature."""
+    """ai_edge_litert's CompiledModel (XNNPACK on CPU), one per .tflite file.
+
+    Inputs and outputs travel in TensorBuffers, one per (graph, signature, tensor), created once
+    and reused. A caller may `bind` buffers of its own (the K/V caches, see new_buffer): such a
+    buffer is the tensor's input and, when the signature also outputs that name, its output, so
+    the graph's in-place cache update (tfl.dynamic_update_slice) stays in the buffer and nothing
+    is copied in or out per call (LiteRT-LM binds its caches the same way). Buffers of one
+    shape may be bound to any signature of any graph: the drafter reads the decoder's caches.
+    """
 
     name = "litert"
 
     def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.compiled_model import CompiledModel
+            from ai_edge_litert.options import CpuOptions, Options
         except ImportError:
             raise GemmaEdgeError(
                 "the litert backend needs ai-edge-litert: pip install 'gemma-edge[litert]'"
             ) from None
         self.specs: dict[str, GraphSpec] = {}
-        self.runners: dict[tuple[str, str], object] = {}
-        self.interpreters: list[object] = []  # the runners need their interpreter alive
-        self.started: set[tuple[str, str]] = set()
+        self.models: dict[str, object] = {}
+        self.started: set[tuple[str, str]] = set()  # (graph, signature) pairs that have run
+        self._buffers: dict[tuple[str, str, str, str], object] = {}  # (graph, signature, "in"/"out", tensor)
+        self._outputs: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
+        options = Options(cpu_options=CpuOptions(num_threads=threads or default_threads()))
         for name, spec in manifest.graphs.items():
             if spec.format != "tflite":
                 continue
             path = folder / spec.file
             try:
-                with quiet_native_output():
-                    interpreter = Interpreter(model_path=str(path), num_threads=threads or default_threads())
+                with quiet_native_output():  # LiteRT announces its plugins and XNNPACK on stderr
+                    model = CompiledModel.from_file(str(path), options=options, environment=_shared_litert_environment())
             except (ValueError, RuntimeError) as error:
                 raise GemmaEdgeError(f"LiteRT cannot load {path}: {str(error).splitlines()[0]}") from None
-            available = interpreter.get_signature_list()
+            available = model.get_signature_list()
             for signature in spec.signatures:
                 if signature.name not in available:
                     raise GemmaEdgeError(f"{path} has no signature {signature.name!r} that its manifest lists; re-run `gemma-edge export`")
-                runner = interpreter.get_signature_runner(signature.name)
-                actual = (sorted(runner.get_input_details()), sorted(runner.get_output_details()))
-                if actual != (sorted(signature.input_names()), sorted(signature.output_names())):
+                actual = available[signature.name]
+                if (sorted(actual["inputs"]), sorted(actual["outputs"])) != (sorted(signature.input_names()), sorted(signature.output_names())):
                     raise GemmaEdgeError(
                         f"{path} signature {signature.name} does not have the inputs/outputs its manifest lists; "
                         "re-run `gemma-edge export`"
                     )
-                self.runners[(name, signature.name)] = runner
+                self._outputs[(name, signature.name)] = {
+                    output: (tuple(details["shape"]), np.dtype(details["dtype"]))
+                    for output, details in model.get_output_tensor_details(signature.name).items()
+                }
             self.specs[name] = spec
-            self.interpreters.append(interpreter)
+            self.models[name] = model
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+    def _buffer(self, graph: str, signature: str, direction: str, tensor: str) -> object:
+        key = (graph, signature, direction, tensor)
+        if key not in self._buffers:
+            model = self.models[graph]
+            create = model.create_input_buffer_by_name if direction == "in" else model.create_output_buffer_by_name
+            self._buffers[key] = create(signature, tensor)
+        return self._buffers[key]
+
+    def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
+        """A buffer of its own for input `tensor` of (graph, signature), holding `value`, to bind."""
+        with quiet_native_output():  # the first buffer brings the environment up, with log lines
+            buffer = self.models[graph].create_input_buffer_by_name(signature, tensor)
+        buffer.write(np.ascontiguousarray(value))
+        return buffer
+
+    def run(
+        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run one signature: `feeds` are copied in, `bound` buffers used in place; returns the
+        outputs that are not bound, as numpy arrays."""
         if signature is None:
             raise ValueError("TFLite graphs are run by signature")
-        key = (graph, signature)
-        if key in self.started:
-            return self.runners[key](**feeds)
-        with quiet_native_output():  # the first call applies XNNPACK, which announces itself on stderr
-            outputs = self.runners[key](**feeds)
-        self.started.add(key)
+        if (graph, signature) in self.started:
+            return self._run(graph, signature, feeds, bound or {})
+        with quiet_native_output():  # the first call creates buffers and applies XNNPACK, both announced on stderr
+            outputs = self._run(graph, signature, feeds, bound or {})
+        self.started.add((graph, signature))
         return outputs
+
+    def _run(self, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]) -> dict[str, np.ndarray]:
+        inputs = dict(bound)
+        for tensor, value in feeds.items():
+            buffer = self._buffer(graph, signature, "in", tensor)
+            buffer.write(np.ascontiguousarray(value))
+            inputs[tensor] = buffer
+        shapes = self._outputs[(graph, signature)]
+        outputs = {tensor: bound[tensor] if tensor in bound else self._buffer(graph, signature, "out", tensor) for tensor in shapes}
+        self.models[graph].run_by_name(signature, inputs, outputs)
+        return {
+            tensor: outputs[tensor].read(int(np.prod(shape)), dtype).reshape(shape)
+            for tensor, (shape, dtype) in shapes.items()
+            if tensor not in bound
+        }
 
 
 def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None) -> Backend:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import Backend
+from .backend import Backend, LiteRtBackend
 from .errors import GemmaEdgeError
 from .litert_signatures import (
     DECODE,
@@ -29,16 +29,21 @@ from .model import GraphModel
 
 
 class FixedKVCache:
-    """Capacity-C buffers per cache layer; positions >= length hold stale or padding K/V."""
+    """Capacity-C buffers per cache layer, bound in place to every decoder and drafter call
+    (LiteRtBackend.run `bound`); positions >= length hold stale or padding K/V."""
 
-    def __init__(self, layers: tuple[CacheLayer, ...], capacity: int):
+    def __init__(self, layers: tuple[CacheLayer, ...], capacity: int, backend: LiteRtBackend, decoder: str):
         self.capacity = capacity
         self.length = 0
-        self.buffers: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, object] = {}  # tensor name -> TensorBuffer
         for cache in layers:
             key, value = litert_cache_names(cache.layer)
-            self.buffers[key] = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
-            self.buffers[value] = np.zeros((1, cache.num_kv_heads, cache.head_dim, capacity), np.float32)
+            # Zeros, not whatever the allocation held: masked positions still enter the
+            # attention product, and NaN * 0 would poison it.
+            zeros_key = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
+            zeros_value = np.zeros((1, cache.num_kv_heads, cache.head_dim, capacity), np.float32)
+            self.buffers[key] = backend.new_buffer(decoder, DECODE, key, zeros_key)
+            self.buffers[value] = backend.new_buffer(decoder, DECODE, value, zeros_value)
 
     def trim(self, length: int) -> None:
         """Forget every position >= length (rejected speculative tokens)."""
@@ -71,11 +76,13 @@ class LiteRtModel(GraphModel):
     def _spec(self, role: GraphRole) -> GraphSpec:
         return self.manifest.graphs[self.graph_names[role]]
 
-    def _run(self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.backend.run(self.graph_names[role], feeds, signature)
+    def _run(
+        self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None
+    ) -> dict[str, np.ndarray]:
+        return self.backend.run(self.graph_names[role], feeds, signature, bound)
 
     def new_cache(self) -> FixedKVCache:
-        return FixedKVCache(self.manifest.model.cache_layers, self.capacity)
+        return FixedKVCache(self.manifest.model.cache_layers, self.capacity, self.backend, self.graph_names[GraphRole.DECODER])
 
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
         """token ids [S] -> embeddings [1, S, H]."""
@@ -115,11 +122,8 @@ class LiteRtModel(GraphModel):
                 "embeddings": _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),
                 "input_pos": positions,
                 "mask": litert_decoder_mask(positions, cache.capacity, block_ids),
-                **cache.buffers,
             }
-            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds)
-            for name in cache.buffers:
-                cache.buffers[name] = outputs[name]
+            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds, bound=cache.buffers)
             cache.length += real
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])
@@ -129,7 +133,7 @@ class LiteRtModel(GraphModel):
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: FixedKVCache) -> tuple[np.ndarray, np.ndarray]:
         """One drafter step for the token at position cache.length (not yet cached).
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H]."""
-        return self._draft(token_embed, target_hidden, cache.length, cache.buffers)
+        return self._draft(token_embed, target_hidden, cache.length, {}, cache.buffers)
 
     def draft_with_kv(
         self,
@@ -144,11 +148,17 @@ class LiteRtModel(GraphModel):
             key_name, value_name = litert_cache_names(self.manifest.model.store_layers[layer_type.value])
             buffers[key_name] = _pad_rows(key, self.capacity, axis=2)
             buffers[value_name] = _pad_rows(value.transpose(0, 1, 3, 2), self.capacity, axis=3)
-        return self._draft(token_embed, target_hidden, position, buffers)
+        return self._draft(token_embed, target_hidden, position, buffers, {})
 
     def _draft(
-        self, token_embed: np.ndarray, target_hidden: np.ndarray, position: int, buffers: dict[str, np.ndarray]
+        self,
+        token_embed: np.ndarray,
+        target_hidden: np.ndarray,
+        position: int,
+        kv_arrays: dict[str, np.ndarray],
+        kv_buffers: dict[str, object],
     ) -> tuple[np.ndarray, np.ndarray]:
+        """The drafter reads the store layers' K/V: numpy arrays (copied in) or bound buffers."""
         spec = self._spec(GraphRole.DRAFTER)
         signature = spec.signatures[0]
         last_cached = position - 1  # LiteRT-LM's input_pos: the last position with K/V
@@ -158,8 +168,10 @@ class LiteRtModel(GraphModel):
             "input_pos": np.array([last_cached], np.int32),
             "mask": mask[None, None, None],
         }
-        feeds.update({name: buffers[name] for name in signature.input_names() if name.startswith("kv_cache_")})
-        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds)
+        wanted = [name for name in signature.input_names() if name.startswith("kv_cache_")]
+        feeds.update({name: kv_arrays[name] for name in wanted if name in kv_arrays})
+        bound = {name: kv_buffers[name] for name in wanted if name in kv_buffers}
+        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds, bound)
         return outputs["logits"][0, 0], outputs["projected_activations"]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import tempfile
@@ -29,9 +30,17 @@ def quiet_native_output() -> Iterator[None]:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            _flush_c_streams()  # a library writing through a buffered C FILE* must land in the log too
             for fd, copy in saved.items():
                 os.dup2(copy, fd)
                 os.close(copy)
             if failed:
                 log.seek(0)
                 sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+
+
+def _flush_c_streams() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to reach (not a POSIX libc): nothing buffered there
+        pass
