@@ -21,9 +21,12 @@ FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}  # the graph format each b
 class Backend(Protocol):
     name: str
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run graph `graph` (a manifest key; for TFLite one of its signatures) and return its
-        outputs by name."""
+        outputs by name. `bound`: the backend's own buffers used in place as inputs and outputs
+        of the same name (LiteRT's caches); not returned."""
         ...
 
 
@@ -64,7 +67,11 @@ class OnnxRuntimeBackend:
             self.sessions[name] = session
             self.specs[name] = spec
 
-    def run(self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+    ) -> dict[str, np.ndarray]:
+        if bound:
+            raise ValueError("the ONNX graphs take every input as an array; they have no bound buffers")
         spec = self.specs[graph]
         outputs = self.sessions[graph].run(spec.output_names(), feeds)
         return dict(zip(spec.output_names(), outputs))
