@@ -179,7 +179,10 @@ class LiteRtModel(GraphModel):
         budgets = vision_budgets([s.name for s in self._spec(GraphRole.VISION_EMBEDDER).signatures])
         fitting = [budget for budget in budgets if budget >= len(positions)]
         if not fitting:
-            raise GemmaEdgeError(f"an image of {len(positions)} patches exceeds the exported budgets {sorted(budgets)}")
+            raise GemmaEdgeError(
+                f"an image of {len(positions)} patches exceeds the TFLite vision budgets {sorted(budgets)}; "
+                f"pass --image-tokens {max(budgets)} or lower, or use --backend onnxruntime"
+            )
         budget = min(fitting)
         feeds = {
             "pixel_values": _pad_rows(pixel_values[None].astype(np.float32), budget),

@@ -80,6 +80,7 @@ def test_smaller_budget_and_images_before_the_prompt(artifacts: Path, media: dic
         ("too-long", ["--split-audio"]),
         ("marker-mismatch", ["<image>", "marker"]),
         ("too-many-tokens", ["context", "--image-tokens"]),
+        ("litert-budget", ["TFLite vision budgets", "--image-tokens 280", "--backend onnxruntime"]),
     ],
 )
 def test_bad_media_are_refused_in_one_line(
@@ -111,6 +112,10 @@ def test_bad_media_are_refused_in_one_line(
         prompt = "Compare <image> with <image>"
     elif case == "too-many-tokens":
         extra = ["--image-tokens", "1120"]  # 1120 soft tokens do not fit the 512-token test context
+    elif case == "litert-budget":  # a 3000x10 strip at 560 is one row of 409 patches: fits the 512
+        # context, but no TFLite vision signature (70/140/280) holds it
+        image = write_sample_image(bad_image, width=3000, height=10)
+        prompt, extra = "Describe <image>", ["--image-tokens", "560", "--backend", "litert"]
     result = invoke("run", str(artifacts), "--prompt", prompt, "--image", str(image), "--audio", str(audio), *extra)
     assert_one_line_error(result, *fragments)
 
