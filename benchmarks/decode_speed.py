@@ -284,14 +284,21 @@ def runtime_sample(engine: Engine, prompt: str, max_new_tokens: int, speculative
     """One `Engine.run`; the timing is the runtime's own decode_tokens_per_second."""
     from gemma_edge.runtime.generate import GenerationConfig
 
-    stats = engine.run(prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculative=speculative)).stats()
-    return Sample(
+    result = engine.run(prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculative=speculative))
+    return sample_from_run(result, Sample)
+
+
+def sample_from_run(result: Any, kind: type[Sample], **extra: Any) -> Sample:
+    """A `kind` (Sample or a subclass) from a RunResult's stats, with `extra` fields."""
+    stats = result.stats()
+    return kind(
         tokens_per_second=stats["decode_tokens_per_second"],
         new_tokens=stats["new_tokens"],
         token_ids=list(stats["token_ids"]),
         acceptance_rate=stats["acceptance_rate"],
         mean_accepted_per_step=stats["mean_accepted_per_step"],
         verify_calls=stats["verify_calls"],
+        **extra,
     )
 
 

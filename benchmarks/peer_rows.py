@@ -89,17 +89,10 @@ def runtime_decode(engine: Any, prompt: str, max_new_tokens: int, speculative: b
     from gemma_edge.runtime.generate import GenerationConfig
 
     result = engine.run(prompt, GenerationConfig(max_new_tokens=max_new_tokens, speculative=speculative))
-    stats, generation = result.stats(), result.generation
-    plain_steps = max(0, stats["new_tokens"] - 1 - generation.tokens_from_verify)
-    return PeerSample(
-        tokens_per_second=stats["decode_tokens_per_second"],
-        new_tokens=stats["new_tokens"],
-        token_ids=list(stats["token_ids"]),
-        acceptance_rate=stats["acceptance_rate"],
-        mean_accepted_per_step=stats["mean_accepted_per_step"],
-        verify_calls=stats["verify_calls"],
-        decoder_calls=generation.verify_calls + plain_steps,
-        drafter_calls=generation.proposed_drafts,
+    generation = result.generation
+    plain_steps = max(0, len(generation.token_ids) - 1 - generation.tokens_from_verify)
+    return decode_speed.sample_from_run(
+        result, PeerSample, decoder_calls=generation.verify_calls + plain_steps, drafter_calls=generation.proposed_drafts
     )
 
 
