@@ -28,6 +28,7 @@ EXAMPLE_SIZES: dict[str, int] = {
     "past_sequence": 5,
     "total_sequence": 8,  # past_sequence + sequence
     "kv_sequence": 7,
+    "cache_sequence": 9,  # >= kv_sequence: the drafter reads the first kv_sequence rows
     "patches": 4,
     "frames": 6,
 }
@@ -87,7 +88,8 @@ def drafter_spec(summary: ModelSummary, cache_types: list[LayerType]) -> GraphSp
     ]
     for layer_type in cache_types:
         store: CacheLayer = next(c for c in summary.cache_layers if c.layer == summary.store_layers[layer_type.value])
-        shape = ("batch", store.num_kv_heads, "kv_sequence", store.head_dim)
+        # The target's cache: its bound buffer (capacity rows) or an array of kv_sequence rows.
+        shape = ("batch", store.num_kv_heads, "cache_sequence", store.head_dim)
         inputs += [
             _t(drafter_kv_input("key", layer_type), "float32", *shape),
             _t(drafter_kv_input("value", layer_type), "float32", *shape),

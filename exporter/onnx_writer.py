@@ -13,6 +13,7 @@ from gemma_edge.quantize import onnx_files
 from gemma_edge.runtime.manifest import GraphSpec
 
 from .graph_specs import example_inputs
+from .onnx_contrib import TRANSLATIONS
 
 OPSET = 20
 
@@ -45,6 +46,7 @@ def write_onnx(module: torch.nn.Module, spec: GraphSpec, path: Path) -> list[Pat
             opset_version=OPSET,
             dynamo=True,
             optimize=True,
+            custom_translation_table=TRANSLATIONS,  # cached_attention -> GroupQueryAttention
             verbose=False,
         )
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())

@@ -25,8 +25,12 @@ class Backend(Protocol):
         self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
     ) -> dict[str, np.ndarray]:
         """Run graph `graph` (a manifest key; for TFLite one of its signatures) and return its
-        outputs by name. `bound`: the backend's own buffers used in place as inputs and outputs
-        of the same name (LiteRT's caches); not returned."""
+        outputs by name. `bound`: tensor name -> a buffer of the backend's own (new_buffer),
+        used in place for the input and/or output of that name (the K/V caches); not returned."""
+        ...
+
+    def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
+        """A buffer holding `value`, to bind as `tensor` of (graph, signature)."""
         ...
 
 
@@ -67,14 +71,40 @@ class OnnxRuntimeBackend:
             self.sessions[name] = session
             self.specs[name] = spec
 
+    def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
+        """An OrtValue holding a copy of `value` (any ONNX graph may bind it; graph and signature
+        are unused). The memory is onnxruntime's own: ortvalue_from_numpy would wrap the array's
+        memory, so two buffers made from one array would silently be one."""
+        import onnxruntime as ort
+
+        buffer = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, value.dtype)
+        buffer.update_inplace(np.ascontiguousarray(value))
+        return buffer
+
     def run(
         self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
     ) -> dict[str, np.ndarray]:
-        if bound:
-            raise ValueError("the ONNX graphs take every input as an array; they have no bound buffers")
         spec = self.specs[graph]
-        outputs = self.sessions[graph].run(spec.output_names(), feeds)
-        return dict(zip(spec.output_names(), outputs))
+        session = self.sessions[graph]
+        if not bound:
+            return dict(zip(spec.output_names(), session.run(spec.output_names(), feeds)))
+        # IOBinding: arrays are bound without a copy, bound OrtValues serve as input and output
+        # at once (GroupQueryAttention then writes the new K/V rows into the buffer it reads).
+        binding = session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in spec.input_names():
+            if name in bound:
+                binding.bind_ortvalue_input(name, bound[name])
+        returned = [name for name in spec.output_names() if name not in bound]
+        for name in returned:  # bound first, so get_outputs() lists them first
+            binding.bind_output(name)
+        for name in spec.output_names():
+            if name in bound:
+                binding.bind_ortvalue_output(name, bound[name])
+        session.run_with_iobinding(binding)
+        values = binding.get_outputs()
+        return {name: values[index].numpy() for index, name in enumerate(returned)}
 
 
 def _check_io(session: object, spec: GraphSpec, path: Path) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .model import DecoderCache, RuntimeModel
+from .kv_cache import KVCache
+from .model import RuntimeModel
 from .sampling import SamplingConfig, probabilities, sample
 from .speculative import accept_drafts
 
@@ -144,7 +145,7 @@ def generate(
 
 def _speculative_round(
     model: RuntimeModel,
-    cache: DecoderCache,
+    cache: KVCache,
     token: int,
     hidden: np.ndarray,
     num_drafts: int,

@@ -1,48 +1,37 @@
-"""The target's K/V caches, one pair per non-shared layer, with `trim()` for speculation."""
+"""The target's K/V caches: one pair of capacity-C buffers per cache layer, kept by the backend
+and bound in place to every decoder and drafter call, so nothing is copied per step.
+
+Both backends keep them this way: onnxruntime binds a buffer as both past_key_i and
+present_key_i of GroupQueryAttention, which writes the new rows at `length`; LiteRT binds it
+as kv_cache_k_<i>, which dynamic_update_slice writes at input_pos. Rows >= length hold stale
+or padding K/V that the masks hide, which is why rolling back rejected drafts (trim) only
+moves `length`.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
-from .manifest import CacheLayer
+from .errors import GemmaEdgeError
 
 
 class KVCache:
-    def __init__(self, layers: tuple[CacheLayer, ...], batch: int = 1):
+    def __init__(self, capacity: int, layers: dict[int, tuple[object, object]], bound: dict[str, object]):
+        """layers: cache layer -> (key buffer, value buffer); bound: the decoder's tensor names
+        for those buffers (a name may be an input, an output, or both)."""
+        self.capacity = capacity
+        self.length = 0  # positions cached so far (T)
         self.layers = layers
-        # layer index -> (key, value), each [B, KV, T, D]
-        self.tensors: dict[int, tuple[np.ndarray, np.ndarray]] = {
-            cache.layer: (
-                np.zeros((batch, cache.num_kv_heads, 0, cache.head_dim), np.float32),
-                np.zeros((batch, cache.num_kv_heads, 0, cache.head_dim), np.float32),
+        self.bound = bound
+
+    def check_room(self, new_positions: int) -> None:
+        if self.length + new_positions > self.capacity:
+            raise GemmaEdgeError(
+                f"{self.length + new_positions} positions exceed the cache capacity {self.capacity} "
+                "(the export's context length); shorten the prompt or --max-new-tokens, or re-export "
+                "with a larger --context-length"
             )
-            for cache in layers
-        }
-
-    @property
-    def length(self) -> int:
-        """Positions cached so far (T)."""
-        first = self.layers[0].layer
-        return self.tensors[first][0].shape[2]
-
-    def feeds(self) -> dict[str, np.ndarray]:
-        """The decoder's past_key_i / past_value_i inputs."""
-        feeds = {}
-        for cache in self.layers:
-            feeds[cache.past_key], feeds[cache.past_value] = self.tensors[cache.layer]
-        return feeds
-
-    def update(self, outputs: dict[str, np.ndarray]) -> None:
-        """Take the decoder's present_key_i / present_value_i (past + new positions)."""
-        for cache in self.layers:
-            self.tensors[cache.layer] = (outputs[cache.present_key], outputs[cache.present_value])
 
     def trim(self, length: int) -> None:
         """Forget every position >= length (rejected speculative tokens)."""
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot trim a cache of {self.length} positions to {length}")
-        for layer, (key, value) in self.tensors.items():
-            self.tensors[layer] = (key[:, :, :length], value[:, :, :length])
-
-    def layer_kv(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.tensors[layer]
+        self.length = length

@@ -14,6 +14,7 @@ import numpy as np
 
 from .backend import Backend, LiteRtBackend
 from .errors import GemmaEdgeError
+from .kv_cache import KVCache
 from .litert_signatures import (
     DECODE,
     audio_frame_counts,
@@ -28,28 +29,19 @@ from .masks import BLOCKED, litert_decoder_mask
 from .model import GraphModel
 
 
-class FixedKVCache:
-    """Capacity-C buffers per cache layer, bound in place to every decoder and drafter call
-    (LiteRtBackend.run `bound`); positions >= length hold stale or padding K/V."""
-
-    def __init__(self, layers: tuple[CacheLayer, ...], capacity: int, backend: LiteRtBackend, decoder: str):
-        self.capacity = capacity
-        self.length = 0
-        self.buffers: dict[str, object] = {}  # tensor name -> TensorBuffer
-        for cache in layers:
-            key, value = litert_cache_names(cache.layer)
-            # Zeros, not whatever the allocation held: masked positions still enter the
-            # attention product, and NaN * 0 would poison it.
-            zeros_key = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
-            zeros_value = np.zeros((1, cache.num_kv_heads, cache.head_dim, capacity), np.float32)
-            self.buffers[key] = backend.new_buffer(decoder, DECODE, key, zeros_key)
-            self.buffers[value] = backend.new_buffer(decoder, DECODE, value, zeros_value)
-
-    def trim(self, length: int) -> None:
-        """Forget every position >= length (rejected speculative tokens)."""
-        if not 0 <= length <= self.length:
-            raise ValueError(f"cannot trim a cache of {self.length} positions to {length}")
-        self.length = length
+def new_fixed_cache(layers: tuple[CacheLayer, ...], capacity: int, backend: LiteRtBackend, decoder: str) -> KVCache:
+    """Capacity-C buffers per cache layer in LiteRT-LM's layout, bound in place to every decoder
+    and drafter call (LiteRtBackend.run `bound`)."""
+    buffers: dict[int, tuple[object, object]] = {}
+    for cache in layers:
+        key, value = litert_cache_names(cache.layer)
+        # Zeros, not whatever the allocation held: masked positions still enter the
+        # attention product, and NaN * 0 would poison it.
+        zeros_key = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
+        zeros_value = np.zeros((1, cache.num_kv_heads, cache.head_dim, capacity), np.float32)
+        buffers[cache.layer] = (backend.new_buffer(decoder, DECODE, key, zeros_key), backend.new_buffer(decoder, DECODE, value, zeros_value))
+    bound = {name: buffer for cache in layers for name, buffer in zip(litert_cache_names(cache.layer), buffers[cache.layer])}
+    return KVCache(capacity, buffers, bound)
 
 
 def _pad_rows(array: np.ndarray, rows: int, axis: int = 1, value: float = 0.0) -> np.ndarray:
@@ -81,8 +73,8 @@ class LiteRtModel(GraphModel):
     ) -> dict[str, np.ndarray]:
         return self.backend.run(self.graph_names[role], feeds, signature, bound)
 
-    def new_cache(self) -> FixedKVCache:
-        return FixedKVCache(self.manifest.model.cache_layers, self.capacity, self.backend, self.graph_names[GraphRole.DECODER])
+    def new_cache(self) -> KVCache:
+        return new_fixed_cache(self.manifest.model.cache_layers, self.capacity, self.backend, self.graph_names[GraphRole.DECODER])
 
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
         """token ids [S] -> embeddings [1, S, H]."""
@@ -97,16 +89,12 @@ class LiteRtModel(GraphModel):
         return np.concatenate(pieces, axis=1)
 
     def decode(
-        self, embeds: np.ndarray, cache: FixedKVCache, block_ids: np.ndarray | None = None
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
         Returns logits [S, V] and final-norm hidden states [S, H]."""
         seq = embeds.shape[1]
-        if cache.length + seq > cache.capacity:
-            raise GemmaEdgeError(
-                f"{cache.length + seq} positions exceed the TFLite cache capacity {cache.capacity}; "
-                "re-export with a larger --context-length"
-            )
+        cache.check_room(seq)
         room = cache.capacity - cache.length
         if block_ids is None:
             chunks = plan_chunks(seq, list(self.decoder_lengths), room=room)
@@ -123,17 +111,17 @@ class LiteRtModel(GraphModel):
                 "input_pos": positions,
                 "mask": litert_decoder_mask(positions, cache.capacity, block_ids),
             }
-            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds, bound=cache.buffers)
+            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds, bound=cache.bound)
             cache.length += real
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])
             done += real
         return np.concatenate(logits), np.concatenate(hidden)
 
-    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: FixedKVCache) -> tuple[np.ndarray, np.ndarray]:
+    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
         """One drafter step for the token at position cache.length (not yet cached).
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H]."""
-        return self._draft(token_embed, target_hidden, cache.length, {}, cache.buffers)
+        return self._draft(token_embed, target_hidden, cache.length, {}, cache.bound)
 
     def draft_with_kv(
         self,

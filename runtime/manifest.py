@@ -17,7 +17,7 @@ from typing import Any
 from .errors import GemmaEdgeError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 2  # 2: TFLite graphs with signatures beside ONNX ones
+FORMAT_VERSION = 3  # 2: TFLite graphs with signatures beside ONNX ones; 3: ONNX caches appended in place (GroupQueryAttention)
 
 
 class LayerType(str, Enum):

@@ -13,13 +13,6 @@ from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
 from .masks import decoder_masks, drafter_masks
 
 
-class DecoderCache(Protocol):
-    @property
-    def length(self) -> int: ...
-
-    def trim(self, length: int) -> None: ...
-
-
 class RuntimeModel(Protocol):
     """What the generation loop needs of an exported model; one implementation per backend
     (ExportedModel for ONNX's dynamic shapes, LiteRtModel for TFLite's fixed buffers)."""
@@ -30,15 +23,15 @@ class RuntimeModel(Protocol):
     @property
     def has_drafter(self) -> bool: ...
 
-    def new_cache(self) -> DecoderCache: ...
+    def new_cache(self) -> KVCache: ...
 
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray: ...
 
     def decode(
-        self, embeds: np.ndarray, cache: DecoderCache, block_ids: np.ndarray | None = None
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: DecoderCache) -> tuple[np.ndarray, np.ndarray]: ...
+    def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]: ...
 
     def draft_with_kv(
         self,
@@ -72,15 +65,28 @@ class GraphModel:
 
 
 class ExportedModel(GraphModel):
-    """The ONNX graphs: dynamic sequence axes, caches that grow by concatenation."""
+    """The ONNX graphs: dynamic sequence axes; the caches are buffers of the context length,
+    bound as both past_* and present_* so GroupQueryAttention appends in place (kv_cache.py)."""
 
     format = "onnx"
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.manifest.model.cache_layers)
+        capacity = self.manifest.model.context_length
+        decoder = self.graph_names[GraphRole.DECODER]
+        layers: dict[int, tuple[object, object]] = {}
+        bound: dict[str, object] = {}
+        for cache in self.manifest.model.cache_layers:
+            # Zeros, not whatever the allocation held: rows past `length` are hidden by the
+            # mask, but a NaN there would still poison the attention product.
+            zeros = np.zeros((1, cache.num_kv_heads, capacity, cache.head_dim), np.float32)
+            key = self.backend.new_buffer(decoder, "", cache.past_key, zeros)
+            value = self.backend.new_buffer(decoder, "", cache.past_value, zeros)
+            layers[cache.layer] = (key, value)
+            bound.update({cache.past_key: key, cache.present_key: key, cache.past_value: value, cache.present_value: value})
+        return KVCache(capacity, layers, bound)
 
-    def _run(self, role: GraphRole, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.backend.run(self.graph_names[role], feeds)
+    def _run(self, role: GraphRole, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None) -> dict[str, np.ndarray]:
+        return self.backend.run(self.graph_names[role], feeds, bound=bound)
 
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
         """token ids [S] -> embeddings [1, S, H]."""
@@ -96,6 +102,7 @@ class ExportedModel(GraphModel):
         Returns logits [S, V] and final-norm hidden states [S, H].
         """
         start, seq = cache.length, embeds.shape[1]
+        cache.check_room(seq)
         positions = np.arange(start, start + seq, dtype=np.int64)
         mask_full, mask_sliding = decoder_masks(positions, start + seq, self.manifest.model.sliding_window, block_ids)
         feeds = {
@@ -103,10 +110,9 @@ class ExportedModel(GraphModel):
             "position_ids": positions[None],
             "mask_full": mask_full,
             "mask_sliding": mask_sliding,
-            **cache.feeds(),
         }
-        outputs = self._run(GraphRole.DECODER, feeds)
-        cache.update(outputs)
+        outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound)
+        cache.length += seq
         return outputs["logits"][0], outputs["hidden"][0]
 
     def draft(
@@ -116,10 +122,12 @@ class ExportedModel(GraphModel):
 
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H].
         """
-        store_kv = {
-            LayerType(layer_type): cache.layer_kv(layer) for layer_type, layer in self.manifest.model.store_layers.items()
-        }
-        return self.draft_with_kv(token_embed, target_hidden, cache.length, store_kv)
+        bound = {}
+        for layer_type, layer in self.manifest.model.store_layers.items():
+            key, value = cache.layers[layer]
+            bound[drafter_kv_input("key", LayerType(layer_type))] = key
+            bound[drafter_kv_input("value", LayerType(layer_type))] = value
+        return self._draft(token_embed, target_hidden, cache.length, {}, bound)
 
     def draft_with_kv(
         self,
@@ -129,6 +137,22 @@ class ExportedModel(GraphModel):
         store_kv: dict[LayerType, tuple[np.ndarray, np.ndarray]],
     ) -> tuple[np.ndarray, np.ndarray]:
         """The drafter over explicit target K/V: store_kv[type] = (key, value), each [1, KV, position, D]."""
+        arrays = {}
+        for layer_type, (key, value) in store_kv.items():
+            arrays[drafter_kv_input("key", layer_type)] = key
+            arrays[drafter_kv_input("value", layer_type)] = value
+        return self._draft(token_embed, target_hidden, position, arrays, {})
+
+    def _draft(
+        self,
+        token_embed: np.ndarray,
+        target_hidden: np.ndarray,
+        position: int,
+        kv_arrays: dict[str, np.ndarray],
+        kv_buffers: dict[str, object],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The drafter reads the store layers' K/V: arrays [1,KV,position,D] or the cache's
+        bound buffers [1,KV,C,D], of which the graph reads the first `position` rows."""
         drafter = self.manifest.drafter
         assert drafter is not None
         mask_full, mask_sliding = drafter_masks(position, position, drafter.sliding_window)
@@ -139,11 +163,10 @@ class ExportedModel(GraphModel):
             "mask_full": mask_full,
             "mask_sliding": mask_sliding,
         }
-        for layer_type, (key, value) in store_kv.items():
-            feeds[drafter_kv_input("key", layer_type)] = key
-            feeds[drafter_kv_input("value", layer_type)] = value
+        feeds.update(kv_arrays)
         spec = self.manifest.graphs[self.graph_names[GraphRole.DRAFTER]]
-        outputs = self._run(GraphRole.DRAFTER, {name: feeds[name] for name in spec.input_names()})
+        wanted = {name: feeds[name] for name in spec.input_names() if name not in kv_buffers}
+        outputs = self._run(GraphRole.DRAFTER, wanted, bound=kv_buffers)
         return outputs["logits"][0, 0], outputs["next_hidden"]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:

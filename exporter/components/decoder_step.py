@@ -2,17 +2,20 @@
 
     inputs_embeds [B,S,H] ─┬─> layer 0 ── ... ── layer N-1 ─> norm ─┬─> lm_head ─> softcap ─> logits [B,S,V]
     position_ids  [B,S]    │     │ past_key_i [B,KV,P,D] ┐           └─> hidden [B,S,H]  (drafter input)
-    mask_full     [B,1,S,T]      │ past_value_i          ├─ concat ─> present_key_i / present_value_i [B,KV,T,D]
-    mask_sliding  [B,1,S,T]      └ (KV-shared layers read the store layer's T-long K/V instead)
+    mask_full     [B,1,S,T]      │ past_value_i          ├─ cached_attention ─> present_key_i / present_value_i
+    mask_sliding  [B,1,S,T]      └ (KV-shared layers read the store layer's first T rows instead)
 
-T = P + S. Token embeddings come in as `inputs_embeds` so image and audio soft tokens are
-merged outside the graph; masks are additive (0 / -inf-like) and built by the runtime,
-which is what lets one image's soft tokens attend to each other on sliding layers.
+T = P + S. Each cache layer's attention is one `cached_attention` op (GroupQueryAttention in
+ONNX): given arrays, present = past ++ new [B,KV,T,D]; given one buffer of capacity C bound
+as both past and present, the new rows are written in place (components/cached_attention.py).
+Token embeddings come in as `inputs_embeds` so image and audio soft tokens are merged outside
+the graph; masks are additive (0 / -inf-like) and built by the runtime, which is what lets
+one image's soft tokens attend to each other on sliding layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -20,14 +23,28 @@ from torch import nn
 from gemma_edge.runtime.manifest import CacheLayer, LayerType
 
 from .attention import grouped_attention, project_key_value, project_query, residual_block
+from .cached_attention import visible_prefix
 
-# (layer index, new key [B,KV,S,D], new value [B,KV,S,D]) -> (key, value) the layer attends to
-KVStore = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+class CacheAttention(Protocol):
+    """How a step form keeps K/V: the ONNX step appends (or writes a bound buffer in place),
+    the LiteRT step writes fixed buffers. Shapes: query [B,Hq,S,D], new K/V [B,KV,S,D],
+    mask [B,1,S,T] additive, attention out [B,S,Hq*D]."""
+
+    def store_and_attend(
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store the new K/V of cache layer `layer`, attend -> (out, key, value the KV-shared layers read)."""
+        ...
+
+    def attend_shared(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A KV-shared layer attends to its store layer's (key, value)."""
+        ...
 
 
 class DecoderLayers(nn.Module):
     """The HF text decoder's weights run layer by layer, with the K/V bookkeeping left to the
-    caller: the ONNX step concatenates growing caches, the LiteRT step writes fixed buffers."""
+    caller's CacheAttention: AppendingCache below (ONNX), FixedCacheWriter (LiteRT)."""
 
     def __init__(self, hf_model: nn.Module, cache_layers: tuple[CacheLayer, ...], stores: dict[LayerType, int]):
         """`hf_model` is a Gemma4UnifiedForConditionalGeneration (or ...ForCausalLM)."""
@@ -47,8 +64,7 @@ class DecoderLayers(nn.Module):
         inputs_embeds: torch.Tensor,
         position_ids: torch.Tensor,
         masks: dict[str, torch.Tensor],
-        store_kv: KVStore,
-        value_transposed: bool = False,
+        cache: CacheAttention,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs_embeds [B,S,H], position_ids [B,S], masks[layer type] [B,1,S,T] additive
         -> logits [B,S,V], final-norm hidden [B,S,H]."""
@@ -56,20 +72,20 @@ class DecoderLayers(nn.Module):
             layer_type: self.rotary_emb(inputs_embeds, position_ids, layer_type)
             for layer_type in set(self.text_config.layer_types)
         }
-        attended: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        attended: dict[int, list[torch.Tensor]] = {}  # cache layer -> [key, value]
         hidden = inputs_embeds
         for index, layer in enumerate(self.layers):
             layer_type = self.text_config.layer_types[index]
             cos, sin = rope[layer_type]
             normed = layer.input_layernorm(hidden)
             query = project_query(layer.self_attn, normed, cos, sin)  # [B, Hq, S, D]
+            mask = masks[layer_type]
             if index in self.cache_layer_indices:
                 new_key, new_value = project_key_value(layer.self_attn, normed, cos, sin)  # [B, KV, S, D]
-                attended[index] = store_kv(index, new_key, new_value)
-            else:
-                attended[index] = attended[self.stores[layer_type]]  # KV-shared layer
-            key, value = attended[index]
-            attention_out = grouped_attention(query, key, value, masks[layer_type], value_transposed)
+                attention_out, *attended[index] = cache.store_and_attend(index, query, new_key, new_value, mask)
+            else:  # KV-shared layer
+                key, value = attended[self.stores[layer_type]]
+                attention_out = cache.attend_shared(query, key, value, mask)
             hidden = residual_block(layer, hidden, attention_out)
 
         hidden = self.norm(hidden)
@@ -77,6 +93,26 @@ class DecoderLayers(nn.Module):
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits, hidden
+
+
+class AppendingCache:
+    """The ONNX form: cached_attention per cache layer; `present` collects its outputs."""
+
+    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]]):
+        self.past = past
+        self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def store_and_attend(
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        past_key, past_value = self.past[layer]
+        out, present_key, present_value = torch.ops.gemma_edge.cached_attention(query, new_key, new_value, past_key, past_value, mask)
+        self.present[layer] = (present_key, present_value)
+        return out, present_key, present_value
+
+    def attend_shared(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # A bound present buffer holds C >= T rows; only the first T are this sequence's.
+        return grouped_attention(query, visible_prefix(key, mask), visible_prefix(value, mask), mask)
 
 
 class DecoderStep(nn.Module):
@@ -94,15 +130,8 @@ class DecoderStep(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """past = (past_key_i, past_value_i) per cache layer, in layer order."""
         layer_order = self.body.cache_layer_indices
-        past_kv = {layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)}
-        present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def concatenate(layer: int, new_key: torch.Tensor, new_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            past_key, past_value = past_kv[layer]
-            present[layer] = (torch.cat([past_key, new_key], dim=2), torch.cat([past_value, new_value], dim=2))
-            return present[layer]
-
+        cache = AppendingCache({layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)})
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
-        logits, hidden = self.body.run(inputs_embeds, position_ids, masks, concatenate)
-        flat_present = [tensor for layer in layer_order for tensor in present[layer]]
+        logits, hidden = self.body.run(inputs_embeds, position_ids, masks, cache)
+        flat_present = [tensor for layer in layer_order for tensor in cache.present[layer]]
         return (logits, hidden, *flat_present)

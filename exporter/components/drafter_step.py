@@ -2,7 +2,7 @@
 
     token_embeds  [B,1,Ht] ┐ (target embedding of the last token, scaled)
     target_hidden [B,1,Ht] ┴ concat ─> pre_projection ─> layers (Q only; K/V are the
-    position_ids  [B,1]      target's store-layer caches, masks as in the decoder) ─> norm ─┬─> lm_head ─> logits [B,1,V]
+    position_ids  [B,1]      target's store-layer caches [B,KV,C,D], first T rows; masks [B,1,1,T]) ─> norm ─┬─> lm_head ─> logits [B,1,V]
                                                                                             └─> post_projection ─> next_hidden [B,1,Ht]
 
 The position is held constant through a drafting round (it is the position of the last
@@ -17,6 +17,7 @@ from torch import nn
 from gemma_edge.runtime.manifest import LayerType
 
 from .attention import grouped_attention, project_query, residual_block
+from .cached_attention import visible_prefix
 
 
 def drafter_cache_types(hf_drafter: nn.Module) -> list[LayerType]:
@@ -69,8 +70,13 @@ class DrafterStep(nn.Module):
         mask_sliding: torch.Tensor,
         *shared_kv: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """shared_kv = (key, value) of the target's store layer per `cache_types` entry."""
-        kv = {layer_type.value: (shared_kv[2 * n], shared_kv[2 * n + 1]) for n, layer_type in enumerate(self.cache_types)}
+        """shared_kv = (key, value) of the target's store layer per `cache_types` entry, each
+        [B,KV,C,D]: the target's bound cache buffers (C = capacity) or arrays (C = T); the
+        first T = mask width rows are read."""
+        kv = {
+            layer_type.value: (visible_prefix(shared_kv[2 * n], mask_full), visible_prefix(shared_kv[2 * n + 1], mask_full))
+            for n, layer_type in enumerate(self.cache_types)
+        }
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
         return self.run(torch.cat([token_embeds, target_hidden], dim=-1), position_ids, masks, kv)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from gemma_edge.runtime.manifest import CacheLayer, LayerType, litert_cache_names
 
+from .attention import grouped_attention
 from .decoder_step import DecoderLayers
 from .drafter_step import DrafterStep
 
@@ -52,6 +53,28 @@ def narrow_masks(mask: torch.Tensor, query_positions: torch.Tensor, window: int)
     }
 
 
+class FixedCacheWriter:
+    """The LiteRT form of CacheAttention: new K/V written into the capacity-C buffers at `start`
+    (V transposed, [1,KV,D,C]); every layer attends over all C rows, the mask hides the rest."""
+
+    def __init__(self, caches: dict[str, torch.Tensor], names: dict[int, tuple[str, str]], start: torch.Tensor):
+        self.caches = caches
+        self.names = names
+        self.start = start
+        self.updated: dict[str, torch.Tensor] = {}
+
+    def store_and_attend(
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        key_name, value_name = self.names[layer]
+        key = self.updated[key_name] = _write_slice(self.caches[key_name], new_key, self.start, axis=2)  # [1, KV, C, D]
+        value = self.updated[value_name] = _write_slice(self.caches[value_name], new_value.transpose(2, 3), self.start, axis=3)
+        return self.attend_shared(query, key, value, mask), key, value
+
+    def attend_shared(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return grouped_attention(query, key, value, mask, value_transposed=True)
+
+
 class FixedCacheDecoder(nn.Module):
     def __init__(self, body: DecoderLayers, cache_layers: tuple[CacheLayer, ...]):
         super().__init__()
@@ -62,18 +85,10 @@ class FixedCacheDecoder(nn.Module):
     def forward(
         self, embeddings: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor, **caches: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        updated: dict[str, torch.Tensor] = {}
-        start = input_pos[0]
-
-        def write(layer: int, new_key: torch.Tensor, new_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            key_name, value_name = self.cache_names[layer]
-            updated[key_name] = _write_slice(caches[key_name], new_key, start, axis=2)  # [1, KV, C, D]
-            updated[value_name] = _write_slice(caches[value_name], new_value.transpose(2, 3), start, axis=3)  # [1, KV, D, C]
-            return updated[key_name], updated[value_name]
-
+        writer = FixedCacheWriter(caches, self.cache_names, start=input_pos[0])
         masks = narrow_masks(mask, input_pos, self.window)
-        logits, hidden = self.body.run(embeddings, input_pos[None].long(), masks, write, value_transposed=True)
-        return {"logits": logits, "activations": hidden, **updated}
+        logits, hidden = self.body.run(embeddings, input_pos[None].long(), masks, writer)
+        return {"logits": logits, "activations": hidden, **writer.updated}
 
 
 class FixedCacheDrafter(nn.Module):

@@ -1,0 +1,58 @@
+"""Attention that appends to a K/V cache, as one op: `torch.ops.gemma_edge.cached_attention`.
+
+In torch (tracing, tests) it is what it says: concatenate the new K/V to the past and attend
+under the additive mask. The ONNX writer translates it to onnxruntime's GroupQueryAttention
+(exporter/onnx_contrib.py), which runs in one of two modes, chosen by the runtime per call:
+
+- past [B,KV,P,D] as plain arrays: present = past ++ new [B,KV,P+S,D], as in torch;
+- past and present bound to the same buffer [B,KV,C,D] (capacity C >= P+S, runtime/kv_cache):
+  the new rows are written in place at P..P+S-1 and nothing is copied per step.
+
+The mask [B,1,S,T] (T = P+S) carries every rule (causal, window, image blocks), so the op is
+run with causal=0 and the mask as attention_bias; rows >= T of a bound buffer are never read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import grouped_attention
+
+
+@torch.library.custom_op("gemma_edge::cached_attention", mutates_args=())
+def cached_attention(
+    query: torch.Tensor,
+    new_key: torch.Tensor,
+    new_value: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """query [B,Hq,S,D] (normed, rotated), new_key/new_value [B,KV,S,D], past [B,KV,P,D],
+    mask [B,1,S,P+S] additive -> attention [B,S,Hq*D], present_key, present_value [B,KV,P+S,D]."""
+    present_key = torch.cat([past_key, new_key], dim=2)
+    present_value = torch.cat([past_value, new_value], dim=2)
+    return grouped_attention(query, present_key, present_value, mask), present_key, present_value
+
+
+@cached_attention.register_fake
+def _cached_attention_shapes(
+    query: torch.Tensor,
+    new_key: torch.Tensor,
+    new_value: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, heads, seq, head_dim = query.shape
+    return (
+        query.new_empty(batch, seq, heads * head_dim),
+        torch.cat([past_key, new_key], dim=2),
+        torch.cat([past_value, new_value], dim=2),
+    )
+
+
+def visible_prefix(cache: torch.Tensor, mask: torch.Tensor, axis: int = 2) -> torch.Tensor:
+    """The first T = mask.shape[-1] positions of a cache: a bound buffer holds C >= T rows and
+    only those T are valid (for an array cache T is its length, and this is a no-op)."""
+    return cache.narrow(axis, 0, mask.shape[-1])
