@@ -246,11 +246,14 @@ def test_fusable_rms_norm_equals_transformers_and_fuses_in_onnxruntime(reference
         sample = torch.randn(2, 5, original.weight.shape[0] if getattr(original, "with_scale", True) else 16) * 3
         assert torch.allclose(replaced[name](sample), original(sample), rtol=1e-6, atol=1e-6), name
 
-    norm = next(module for module in replaced.values() if isinstance(module, FusableRMSNorm) and module.weight is not None)
-    path = tmp_path / "norm.onnx"
-    torch.onnx.export(norm, (torch.randn(1, 3, norm.weight.shape[0]),), dynamo=True, optimize=True, verbose=False).save(str(path))
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    assert [node.op_type for node in onnx.load(tmp_path / "optimized.onnx").graph.node] == ["SimplifiedLayerNormalization"]
+    scaled = next(module for module in replaced.values() if isinstance(module, FusableRMSNorm) and module.weight is not None)
+    unscaled = next(module for module in replaced.values() if isinstance(module, FusableRMSNorm) and module.weight is None)
+    for kind, norm, width in (("scaled", scaled, scaled.weight.shape[0]), ("unscaled", unscaled, 16)):
+        path = tmp_path / f"{kind}.onnx"
+        torch.onnx.export(norm, (torch.randn(1, 3, width),), dynamo=True, optimize=True, verbose=False).save(str(path))
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{kind}-optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        fused = [node.op_type for node in onnx.load(tmp_path / f"{kind}-optimized.onnx").graph.node]
+        assert fused == ["SimplifiedLayerNormalization"], (kind, fused)

@@ -1,119 +1,102 @@
-"""runtime/kv_cache.py: the decoder's caches, fed back as past_* and rolled back by trim()."""
+"""runtime/kv_cache.py and the ONNX runtime's in-place caches: capacity buffers bound as both
+past_* and present_*, appended by GroupQueryAttention, rolled back by moving `length`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from gemma_edge.runtime.backend import OnnxRuntimeBackend
+from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.kv_cache import KVCache
-from gemma_edge.runtime.manifest import CacheLayer, LayerType
-
-# Non-contiguous layer indices (KV-shared layers own no cache) and per-type shapes, as in the
-# built-in model: sliding layers with 2 KV heads of 16, full layers with 1 KV head of 32.
-LAYERS = (
-    CacheLayer(0, LayerType.SLIDING, num_kv_heads=2, head_dim=16),
-    CacheLayer(2, LayerType.FULL, num_kv_heads=1, head_dim=32),
-    CacheLayer(4, LayerType.SLIDING, num_kv_heads=2, head_dim=16),
-)
+from gemma_edge.runtime.manifest import GraphRole, load_manifest
+from gemma_edge.runtime.model import ExportedModel
 
 
-def present(cache_layers: tuple[CacheLayer, ...], length: int, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-    """Decoder outputs holding `length` positions whose values identify (layer, kind, position)."""
-    rng = np.random.default_rng(seed)
-    outputs: dict[str, np.ndarray] = {"logits": rng.normal(size=(1, length, 10)).astype(np.float32)}
-    for cache in cache_layers:
-        shape = (batch, cache.num_kv_heads, length, cache.head_dim)
-        outputs[cache.present_key] = rng.normal(size=shape).astype(np.float32)
-        outputs[cache.present_value] = rng.normal(size=shape).astype(np.float32)
-    return outputs
+def empty_cache(capacity: int = 10) -> KVCache:
+    return KVCache(capacity, layers={}, bound={})
 
 
-def test_new_cache_is_empty_with_the_right_shapes() -> None:
-    cache = KVCache(LAYERS)
+def test_a_new_cache_is_empty() -> None:
+    cache = empty_cache()
     assert cache.length == 0
-    feeds = cache.feeds()
-    for layer in LAYERS:
-        for name in (layer.past_key, layer.past_value):
-            assert feeds[name].shape == (1, layer.num_kv_heads, 0, layer.head_dim)
-            assert feeds[name].dtype == np.float32
+    assert cache.capacity == 10
 
 
-def test_batch_size_is_the_first_axis() -> None:
-    cache = KVCache(LAYERS, batch=3)
-    assert all(array.shape[0] == 3 for array in cache.feeds().values())
-    cache.update(present(LAYERS, 5, batch=3))
-    assert cache.length == 5
-
-
-def test_feeds_names_are_exactly_the_decoder_past_inputs() -> None:
-    names = set(KVCache(LAYERS).feeds())
-    assert names == {"past_key_0", "past_value_0", "past_key_2", "past_value_2", "past_key_4", "past_value_4"}
-    assert names == {name for layer in LAYERS for name in (layer.past_key, layer.past_value)}
-
-
-def test_update_takes_the_present_outputs() -> None:
-    cache = KVCache(LAYERS)
-    outputs = present(LAYERS, 7)
-    cache.update(outputs)
-    assert cache.length == 7
-    feeds = cache.feeds()
-    for layer in LAYERS:
-        np.testing.assert_array_equal(feeds[layer.past_key], outputs[layer.present_key])
-        np.testing.assert_array_equal(feeds[layer.past_value], outputs[layer.present_value])
-        key, value = cache.layer_kv(layer.layer)
-        np.testing.assert_array_equal(key, outputs[layer.present_key])
-        np.testing.assert_array_equal(value, outputs[layer.present_value])
-    # keys and values are not mixed up
-    assert not np.array_equal(feeds["past_key_2"], feeds["past_value_2"])
-
-
-def test_update_replaces_rather_than_appends() -> None:
-    """present_* already holds past + new positions: the cache must not concatenate."""
-    cache = KVCache(LAYERS)
-    cache.update(present(LAYERS, 4, seed=1))
-    cache.update(present(LAYERS, 6, seed=2))
-    assert cache.length == 6
-    np.testing.assert_array_equal(cache.feeds()["past_key_0"], present(LAYERS, 6, seed=2)["present_key_0"])
-
-
-def test_update_needs_every_present_output() -> None:
-    outputs = present(LAYERS, 3)
-    del outputs["present_value_4"]
-    with pytest.raises(KeyError):
-        KVCache(LAYERS).update(outputs)
-
-
-@pytest.mark.parametrize("length", [0, 1, 6, 10])
-def test_trim_drops_the_positions_from_n_on_every_layer(length: int) -> None:
-    cache = KVCache(LAYERS)
-    outputs = present(LAYERS, 10)
-    cache.update(outputs)
+@pytest.mark.parametrize("length", [0, 1, 6])
+def test_trim_moves_the_length_back(length: int) -> None:
+    cache = empty_cache()
+    cache.length = 6
     cache.trim(length)
     assert cache.length == length
-    feeds = cache.feeds()
-    for layer in LAYERS:
-        assert feeds[layer.past_key].shape == (1, layer.num_kv_heads, length, layer.head_dim)
-        np.testing.assert_array_equal(feeds[layer.past_key], outputs[layer.present_key][:, :, :length])
-        np.testing.assert_array_equal(feeds[layer.past_value], outputs[layer.present_value][:, :, :length])
 
 
-def test_trim_then_update_continues_from_the_kept_prefix() -> None:
-    """A speculative round: verify writes K+1 positions, trim keeps P + accepted + 1."""
-    cache = KVCache(LAYERS)
-    cache.update(present(LAYERS, 5, seed=1))
-    cache.update(present(LAYERS, 9, seed=2))  # 4 speculative positions
-    cache.trim(6)
-    assert cache.length == 6
-    cache.trim(6)  # trimming to the current length changes nothing
-    assert cache.length == 6
-    cache.update(present(LAYERS, 7, seed=3))
-    assert cache.length == 7
-
-
-@pytest.mark.parametrize("length", [-1, 6, 100])
+@pytest.mark.parametrize("length", [-1, 7, 100])
 def test_trim_refuses_lengths_outside_the_cache(length: int) -> None:
-    cache = KVCache(LAYERS)
-    cache.update(present(LAYERS, 5))
+    cache = empty_cache()
+    cache.length = 6
     with pytest.raises(ValueError, match="cannot trim"):
         cache.trim(length)
-    assert cache.length == 5  # and leaves it as it was
+    assert cache.length == 6  # and leaves it as it was
+
+
+def test_check_room_names_the_capacity_and_the_fix() -> None:
+    cache = empty_cache(capacity=8)
+    cache.length = 5
+    cache.check_room(3)  # exactly full is fine
+    with pytest.raises(GemmaEdgeError, match=r"9 positions exceed the cache capacity 8.*--context-length"):
+        cache.check_room(4)
+
+
+def test_onnx_buffers_are_distinct_copies(artifacts: Path) -> None:
+    """Two buffers made from one array must not share memory (ortvalue_from_numpy would)."""
+    manifest = load_manifest(artifacts)
+    backend = OnnxRuntimeBackend(artifacts, manifest)
+    source = np.zeros((1, 2, 4, 8), np.float32)
+    first = backend.new_buffer("decoder", "", "past_key_0", source)
+    second = backend.new_buffer("decoder", "", "past_value_0", source)
+    source[...] = 7.0
+    assert not first.numpy().any() and not second.numpy().any()
+    second.update_inplace(np.ones_like(source))
+    assert not first.numpy().any()
+
+
+def test_onnx_cache_binds_one_buffer_as_past_and_present(artifacts: Path) -> None:
+    manifest = load_manifest(artifacts)
+    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    cache = model.new_cache()
+    assert cache.capacity == manifest.model.context_length
+    decoder = manifest.graphs[model.graph_names[GraphRole.DECODER]]
+    assert set(cache.bound) == {t.name for t in (*decoder.inputs, *decoder.outputs) if t.name.startswith(("past_", "present_"))}
+    for layer in manifest.model.cache_layers:
+        key, value = cache.layers[layer.layer]
+        assert cache.bound[layer.past_key] is cache.bound[layer.present_key] is key
+        assert cache.bound[layer.past_value] is cache.bound[layer.present_value] is value
+        assert key.shape() == [1, layer.num_kv_heads, cache.capacity, layer.head_dim]
+
+
+def test_onnx_decode_appends_in_place_and_trim_rewrites(artifacts: Path) -> None:
+    """Decoding writes rows [length, length+S) of every buffer and nothing else; after a trim
+    the next step overwrites the rejected rows, and its logits equal an untrimmed run's."""
+    manifest = load_manifest(artifacts)
+    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    first = manifest.model.cache_layers[0].layer
+    prompt = model.embed_tokens([2, 40, 41, 42, 43])
+    cache = model.new_cache()
+    model.decode(prompt, cache)
+    assert cache.length == 5
+    key = cache.layers[first][0].numpy()
+    assert np.abs(key[:, :, :5]).sum() > 0 and not key[:, :, 5:].any()
+
+    speculative = model.embed_tokens([50, 51, 52])
+    model.decode(speculative, cache)  # 3 drafts, all rejected
+    cache.trim(5)
+    logits, _ = model.decode(model.embed_tokens([60]), cache)
+
+    straight = model.new_cache()
+    model.decode(prompt, straight)
+    expected, _ = model.decode(model.embed_tokens([60]), straight)
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    np.testing.assert_array_equal(cache.layers[first][0].numpy()[:, :, :6], straight.layers[first][0].numpy()[:, :, :6])
