@@ -81,7 +81,6 @@ def meta_state(model_class: type, config_class: type, config: dict) -> dict[str,
     """name -> (shape, is a norm/scalar) of every tensor `save_pretrained` would write, from a
     model built on the meta device (no bytes). Tied weights appear once."""
     import torch
-
     from gemma_edge.exporter.hf_patches import apply_transformers_patches
 
     apply_transformers_patches()
