@@ -28,7 +28,8 @@ EXAMPLE_SIZES: dict[str, int] = {
     "past_sequence": 5,
     "total_sequence": 8,  # past_sequence + sequence
     "kv_sequence": 7,
-    "cache_sequence": 9,  # >= kv_sequence: the drafter reads the first kv_sequence rows
+    "cache_sequence": 9,
+    "logit_rows": 10,  # indices into the 3 sequence rows, repeats allowed  # >= kv_sequence: the drafter reads the first kv_sequence rows
     "patches": 4,
     "frames": 6,
 }
@@ -58,9 +59,12 @@ def decoder_spec(summary: ModelSummary) -> GraphSpec:
         _t("position_ids", "int64", "batch", "sequence"),
         _t("mask_full", "float32", *mask_shape),
         _t("mask_sliding", "float32", *mask_shape),
+        # Which of the S rows get logits: the last one in prefill (at 262k vocab, logits for a
+        # 4096-token prompt would be 4 GiB), all of them to verify drafts or to validate.
+        _t("logit_rows", "int64", "logit_rows"),
     ]
     outputs = [
-        _t("logits", "float32", "batch", "sequence", summary.vocab_size),
+        _t("logits", "float32", "batch", "logit_rows", summary.vocab_size),
         _t("hidden", "float32", "batch", "sequence", summary.hidden_size),
     ]
     for cache in summary.cache_layers:
@@ -132,6 +136,8 @@ def example_inputs(spec: GraphSpec) -> tuple[torch.Tensor, ...]:
         if tensor.dtype == "int64":
             if tensor.name == "image_position_ids":
                 tensors.append(torch.zeros(shape, dtype=torch.int64))
+            elif tensor.name == "logit_rows":
+                tensors.append(torch.arange(shape[-1], dtype=torch.int64) % EXAMPLE_SIZES["sequence"])
             else:
                 tensors.append(torch.arange(shape[-1], dtype=torch.int64).expand(shape).contiguous())
         elif tensor.name.startswith("mask"):

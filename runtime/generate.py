@@ -113,7 +113,7 @@ def generate(
 
     cache = model.new_cache()
     started = time.perf_counter()
-    logits, hidden = model.decode(prompt_embeds, cache, block_ids)
+    logits, hidden = model.decode(prompt_embeds, cache, block_ids, all_logits=False)
     token = sample(probabilities(logits[-1], config.sampling), rng)
     first_token_at = time.perf_counter()
     result.prefill_seconds = first_token_at - started

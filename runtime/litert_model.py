@@ -89,10 +89,11 @@ class LiteRtModel(GraphModel):
         return np.concatenate(pieces, axis=1)
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
-        Returns logits [S, V] and final-norm hidden states [S, H]."""
+        Returns logits [S, V] (the last row [1, V] only, when not `all_logits`) and final-norm
+        hidden states [S, H]. The prefill signatures compute every row's logits regardless."""
         seq = embeds.shape[1]
         cache.check_room(seq)
         room = cache.capacity - cache.length
@@ -116,7 +117,8 @@ class LiteRtModel(GraphModel):
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])
             done += real
-        return np.concatenate(logits), np.concatenate(hidden)
+        logits_rows = np.concatenate(logits)
+        return (logits_rows if all_logits else logits_rows[-1:]), np.concatenate(hidden)
 
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
         """One drafter step for the token at position cache.length (not yet cached).

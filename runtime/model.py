@@ -28,7 +28,7 @@ class RuntimeModel(Protocol):
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray: ...
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]: ...
@@ -94,12 +94,13 @@ class ExportedModel(GraphModel):
         return self._run(GraphRole.TOKEN_EMBEDDER, {"input_ids": ids})["inputs_embeds"]
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None
+        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
 
         block_ids [T] marks image blocks (-1 for text) over all T = cache.length + S positions.
-        Returns logits [S, V] and final-norm hidden states [S, H].
+        Returns logits [S, V] (or [1, V] for the last row only, when not `all_logits`) and
+        final-norm hidden states [S, H].
         """
         start, seq = cache.length, embeds.shape[1]
         cache.check_room(seq)
@@ -110,6 +111,7 @@ class ExportedModel(GraphModel):
             "position_ids": positions[None],
             "mask_full": mask_full,
             "mask_sliding": mask_sliding,
+            "logit_rows": np.arange(0 if all_logits else seq - 1, seq, dtype=np.int64),
         }
         outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound)
         cache.length += seq

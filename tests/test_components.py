@@ -37,6 +37,7 @@ def _run_chunks(step: DecoderStep, text, embeds: torch.Tensor, chunks: list[int]
                 torch.from_numpy(positions)[None],
                 torch.from_numpy(mask_full),
                 torch.from_numpy(mask_sliding),
+                torch.arange(size),
                 *past,
             )
         logits.append(out[0][0])

@@ -100,3 +100,18 @@ def test_onnx_decode_appends_in_place_and_trim_rewrites(artifacts: Path) -> None
     expected, _ = model.decode(model.embed_tokens([60]), straight)
     np.testing.assert_allclose(logits, expected, atol=1e-5)
     np.testing.assert_array_equal(cache.layers[first][0].numpy()[:, :, :6], straight.layers[first][0].numpy()[:, :, :6])
+
+
+def test_onnx_prefill_can_return_the_last_row_only(artifacts: Path) -> None:
+    """all_logits=False asks the graph for one row of logits (logit_rows [S-1]): the same numbers
+    as the last row of a full prefill, and the cache and hidden states are unchanged."""
+    manifest = load_manifest(artifacts)
+    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    prompt = model.embed_tokens([2, 40, 41, 42, 43, 44])
+    every_cache, last_cache = model.new_cache(), model.new_cache()
+    every, every_hidden = model.decode(prompt, every_cache)
+    last, last_hidden = model.decode(prompt, last_cache, all_logits=False)
+    assert every.shape == (6, manifest.model.vocab_size) and last.shape == (1, manifest.model.vocab_size)
+    np.testing.assert_allclose(last[0], every[-1], atol=1e-5)
+    np.testing.assert_allclose(last_hidden, every_hidden, atol=1e-6)
+    assert last_cache.length == every_cache.length == 6

@@ -19,6 +19,29 @@ import torch
 from .attention import grouped_attention
 
 
+def append_and_attend(
+    query: torch.Tensor,
+    new_key: torch.Tensor,
+    new_value: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """query [B,Hq,S,D] (normed, rotated), new_key/new_value [B,KV,S,D], past [B,KV,P,D],
+    mask [B,1,S,P+S] additive -> attention [B,S,Hq*D], present_key, present_value [B,KV,P+S,D].
+    Plain torch (autograd works: training runs this); export traces the op below instead."""
+    present_key = torch.cat([past_key, new_key], dim=2)
+    present_value = torch.cat([past_value, new_value], dim=2)
+    return grouped_attention(query, present_key, present_value, mask), present_key, present_value
+
+
+def cached_attention_for_export(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op while torch.export traces (one node the ONNX writer translates), else the math."""
+    if torch.compiler.is_exporting():
+        return torch.ops.gemma_edge.cached_attention(*args)
+    return append_and_attend(*args)
+
+
 @torch.library.custom_op("gemma_edge::cached_attention", mutates_args=())
 def cached_attention(
     query: torch.Tensor,
@@ -28,11 +51,7 @@ def cached_attention(
     past_value: torch.Tensor,
     mask: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """query [B,Hq,S,D] (normed, rotated), new_key/new_value [B,KV,S,D], past [B,KV,P,D],
-    mask [B,1,S,P+S] additive -> attention [B,S,Hq*D], present_key, present_value [B,KV,P+S,D]."""
-    present_key = torch.cat([past_key, new_key], dim=2)
-    present_value = torch.cat([past_value, new_value], dim=2)
-    return grouped_attention(query, present_key, present_value, mask), present_key, present_value
+    return append_and_attend(query, new_key, new_value, past_key, past_value, mask)
 
 
 @cached_attention.register_fake

@@ -4,6 +4,7 @@
     position_ids  [B,S]    │     │ past_key_i [B,KV,P,D] ┐           └─> hidden [B,S,H]  (drafter input)
     mask_full     [B,1,S,T]      │ past_value_i          ├─ cached_attention ─> present_key_i / present_value_i
     mask_sliding  [B,1,S,T]      └ (KV-shared layers read the store layer's first T rows instead)
+    logit_rows    [N]            (logits [B,N,V] only for these rows: the last in prefill)
 
 T = P + S. Each cache layer's attention is one `cached_attention` op (GroupQueryAttention in
 ONNX): given arrays, present = past ++ new [B,KV,T,D]; given one buffer of capacity C bound
@@ -23,7 +24,7 @@ from torch import nn
 from gemma_edge.runtime.manifest import CacheLayer, LayerType
 
 from .attention import grouped_attention, project_key_value, project_query, residual_block
-from .cached_attention import visible_prefix
+from .cached_attention import cached_attention_for_export, visible_prefix
 
 
 class CacheAttention(Protocol):
@@ -65,9 +66,10 @@ class DecoderLayers(nn.Module):
         position_ids: torch.Tensor,
         masks: dict[str, torch.Tensor],
         cache: CacheAttention,
+        logit_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """inputs_embeds [B,S,H], position_ids [B,S], masks[layer type] [B,1,S,T] additive
-        -> logits [B,S,V], final-norm hidden [B,S,H]."""
+        """inputs_embeds [B,S,H], position_ids [B,S], masks[layer type] [B,1,S,T] additive,
+        logit_rows [N] (None: all S) -> logits [B,N,V], final-norm hidden [B,S,H]."""
         rope = {
             layer_type: self.rotary_emb(inputs_embeds, position_ids, layer_type)
             for layer_type in set(self.text_config.layer_types)
@@ -89,7 +91,7 @@ class DecoderLayers(nn.Module):
             hidden = residual_block(layer, hidden, attention_out)
 
         hidden = self.norm(hidden)
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(hidden if logit_rows is None else hidden.index_select(1, logit_rows))
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits, hidden
@@ -106,7 +108,7 @@ class AppendingCache:
         self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         past_key, past_value = self.past[layer]
-        out, present_key, present_value = torch.ops.gemma_edge.cached_attention(query, new_key, new_value, past_key, past_value, mask)
+        out, present_key, present_value = cached_attention_for_export(query, new_key, new_value, past_key, past_value, mask)
         self.present[layer] = (present_key, present_value)
         return out, present_key, present_value
 
@@ -126,12 +128,13 @@ class DecoderStep(nn.Module):
         position_ids: torch.Tensor,
         mask_full: torch.Tensor,
         mask_sliding: torch.Tensor,
+        logit_rows: torch.Tensor,
         *past: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        """past = (past_key_i, past_value_i) per cache layer, in layer order."""
+        """logit_rows [N] indexes the S rows; past = (past_key_i, past_value_i) per cache layer, in layer order."""
         layer_order = self.body.cache_layer_indices
         cache = AppendingCache({layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)})
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
-        logits, hidden = self.body.run(inputs_embeds, position_ids, masks, cache)
+        logits, hidden = self.body.run(inputs_embeds, position_ids, masks, cache, logit_rows)
         flat_present = [tensor for layer in layer_order for tensor in cache.present[layer]]
         return (logits, hidden, *flat_present)

@@ -58,7 +58,12 @@ class CausalLM:
         mask_full, mask_sliding = (torch.from_numpy(m) for m in decoder_masks(positions, length, self.text_config.sliding_window))
         past = [torch.zeros(batch, c.num_kv_heads, 0, c.head_dim) for c in self.caches for _ in range(2)]
         outputs = self.step(
-            self.embed(tokens), torch.from_numpy(positions)[None].expand(batch, length), mask_full, mask_sliding, *past
+            self.embed(tokens),
+            torch.from_numpy(positions)[None].expand(batch, length),
+            mask_full,
+            mask_sliding,
+            torch.arange(length),  # logits for every row
+            *past,
         )
         layers = [c.layer for c in self.caches]
         store_kv = {
