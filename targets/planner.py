@@ -6,12 +6,13 @@ its config (no weights are read, so a 12B-shaped config plans in a second). The 
 peak RSS is modelled as
 
     weights (per graph, at the recipe's bits per weight)
-  + K/V cache: every cache layer x 2 x KV heads x head_dim x positions x 4 bytes, times the
-    copies the runtime holds at a step (ONNX: past and present; LiteRT: our buffers and the
-    interpreter's input and output tensors). KV-shared layers hold none. Today's runtime keeps
-    every position on sliding layers too (the ring buffer that caps them at the window is
-    the performance work's).
-  + activations of a prefill chunk (logits, attention scores, MLP intermediates)
+  + K/V cache: every cache layer x 2 x KV heads x head_dim x context x 4 bytes, held once:
+    both backends bind buffers of the context length that the graphs append to in place
+    (onnxruntime: GroupQueryAttention on past = present; LiteRT: dynamic_update_slice).
+    KV-shared layers hold none. Sliding layers keep every position too (a ring buffer capped
+    at the window is not built).
+  + activations of a prefill chunk (logits: the ONNX decoder returns the last row's only,
+    the TFLite prefill signatures every row's; attention scores, MLP intermediates)
   + the runtime itself (Python, numpy, onnxruntime or LiteRT, tokenizer).
 
 WEIGHT_RESIDENCY, ACTIVATION_FACTOR and RUNTIME_BASE_BYTES are fitted (least squares) to the
@@ -62,9 +63,11 @@ _GRAPH_OF_PART = {
 ACTIVATION_FACTOR = {"onnxruntime": 3.5, "litert": 3.26}
 # RSS of the runtime with an empty model: Python, numpy, tokenizers and the backend library (fitted).
 RUNTIME_BASE_BYTES = {"onnxruntime": 55 * MIB, "litert": 59 * MIB}
-# Copies of the whole K/V cache alive during a decode step: onnxruntime's graph concatenates
-# past and new into a present copy; LiteRT's buffers are bound in place.
-KV_COPIES = {"onnxruntime": 2, "litert": 1}
+# Copies of the whole K/V cache alive during a decode step: both runtimes bind their buffers
+# in place (before GroupQueryAttention, onnxruntime's graph concatenated past and new: 2).
+KV_COPIES = {"onnxruntime": 1, "litert": 1}
+# Rows of logits a prefill chunk returns: the ONNX decoder's logit_rows asks for the last.
+LOGIT_ROWS_ALL = {"onnxruntime": False, "litert": True}
 PREFILL_CHUNK = 512  # prompt tokens planned for in one call (the scenario: this prompt, then
 # generation up to the context length)
 MIN_CONTEXT = 1024  # the planner shortens the context down to this before refusing
@@ -196,7 +199,7 @@ def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -
     chunk = min(PREFILL_CHUNK, context)
     attended = context if backend == "litert" else chunk  # LiteRT attends over the whole buffer
     activations = 4 * (
-        chunk * shape.vocab_size  # logits (the graphs return them for every prefill position)
+        (chunk if LOGIT_ROWS_ALL[backend] else 1) * shape.vocab_size  # logits
         + shape.num_heads * chunk * attended  # attention scores of one layer
         + 3 * chunk * shape.intermediate_size  # MLP intermediates
         + 4 * chunk * shape.hidden_size
