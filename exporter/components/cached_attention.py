@@ -1,6 +1,6 @@
 """Attention that appends to a K/V cache, as one op: `torch.ops.gemma_edge.cached_attention`.
 
-In torch (tracing, tests) it is what it says: concatenate the new K/V to the past and attend
+In torch (tests, training: `append_and_attend`) it is what it says: concatenate the new K/V to the past and attend
 under the additive mask. The ONNX writer translates it to onnxruntime's GroupQueryAttention
 (exporter/onnx_contrib.py), which runs in one of two modes, chosen by the runtime per call:
 
