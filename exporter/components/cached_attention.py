@@ -42,33 +42,9 @@ def cached_attention_for_export(*args: torch.Tensor) -> tuple[torch.Tensor, torc
     return append_and_attend(*args)
 
 
-@torch.library.custom_op("gemma_edge::cached_attention", mutates_args=())
-def cached_attention(
-    query: torch.Tensor,
-    new_key: torch.Tensor,
-    new_value: torch.Tensor,
-    past_key: torch.Tensor,
-    past_value: torch.Tensor,
-    mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return append_and_attend(query, new_key, new_value, past_key, past_value, mask)
-
-
-@cached_attention.register_fake
-def _cached_attention_shapes(
-    query: torch.Tensor,
-    new_key: torch.Tensor,
-    new_value: torch.Tensor,
-    past_key: torch.Tensor,
-    past_value: torch.Tensor,
-    mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    batch, heads, seq, head_dim = query.shape
-    return (
-        query.new_empty(batch, seq, heads * head_dim),
-        torch.cat([past_key, new_key], dim=2),
-        torch.cat([past_value, new_value], dim=2),
-    )
+# The op is the same function; its fake (shape) implementation too, run on fake tensors.
+cached_attention = torch.library.custom_op("gemma_edge::cached_attention", mutates_args=())(append_and_attend)
+cached_attention.register_fake(append_and_attend)
 
 
 def visible_prefix(cache: torch.Tensor, mask: torch.Tensor, axis: int = 2) -> torch.Tensor:
