@@ -34,7 +34,7 @@ def build_graphs(target: Checkpoint, drafter: Checkpoint | None, summary: ModelS
         ),
         ExportGraph(
             "decoder",
-            DecoderStep(model, cache_layers(text_config), store_layers(text_config)),
+            DecoderStep(model, cache_layers(text_config), store_layers(text_config), summary.context_length),
             graph_specs.decoder_spec(summary),
         ),
     ]

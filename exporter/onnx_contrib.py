@@ -60,6 +60,7 @@ def _register_group_query_attention() -> None:
             attribute("kv_num_heads", kind.INT, ""),
             attribute("scale", kind.FLOAT, ""),
             attribute("causal", kind.INT, ""),
+            attribute("do_rotary", kind.INT, ""),
         ],
     )
     onnx.defs.register_schema(schema)
@@ -74,8 +75,9 @@ def _heads_last(tensor: object) -> object:
     return op.Reshape(op.Transpose(tensor, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
 
 
-def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mask):  # noqa: ANN001, ANN201 (onnxscript values)
-    """gemma_edge::cached_attention -> GroupQueryAttention(causal=0, attention_bias=mask).
+def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mask, position_ids, cos_table, sin_table):  # noqa: ANN001, ANN201, E501 (onnxscript values)
+    """gemma_edge::cached_attention -> GroupQueryAttention(causal=0, attention_bias=mask,
+    do_rotary=1 over the cos/sin tables at position_ids).
 
     Shapes as in components/cached_attention.py. T (the valid length) is the mask's last
     axis, so the runtime feeds nothing new: seqlens_k = T - 1 per batch row."""
@@ -91,14 +93,15 @@ def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mas
         past_value,
         seqlens_k,
         op.Cast(op.Squeeze(total), to=INT32),
-        None,
-        None,
-        None,
+        cos_table,
+        sin_table,
+        position_ids,
         mask,
         num_heads=num_heads,
         kv_num_heads=kv_heads,
         scale=1.0,  # Gemma 4 scales by q_norm, not 1/sqrt(D)
         causal=0,  # the mask is the whole rule
+        do_rotary=1,  # query and key arrive normed, not rotated
         _outputs=3,
     )
     return attention, present_key, present_value

@@ -20,7 +20,7 @@ TOLERANCE = 1e-4
 
 def _decoder(target):  # noqa: ANN001, ANN202
     text = target.config.get_text_config()
-    return DecoderStep(target.model, cache_layers(text), store_layers(text)).eval(), text
+    return DecoderStep(target.model, cache_layers(text), store_layers(text), text.max_position_embeddings).eval(), text
 
 
 def _run_chunks(step: DecoderStep, text, embeds: torch.Tensor, chunks: list[int], block_ids=None):  # noqa: ANN001, ANN202

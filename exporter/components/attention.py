@@ -39,28 +39,32 @@ def grouped_attention(
     return out.reshape(batch, seq, num_heads * head_dim)
 
 
-def project_query(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """hidden [B, S, H] -> rotated, normed query [B, Hq, S, D]."""
+def normed_query(attn: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """hidden [B, S, H] -> q_norm'ed query [B, Hq, S, D], not rotated yet."""
     batch, seq, _ = hidden.shape
-    query = attn.q_proj(hidden).view(batch, seq, -1, attn.head_dim)
-    query = apply_rotary_pos_emb(attn.q_norm(query), cos, sin, unsqueeze_dim=2)
-    return query.transpose(1, 2)
+    return attn.q_norm(attn.q_proj(hidden).view(batch, seq, -1, attn.head_dim)).transpose(1, 2)
 
 
-def project_key_value(
-    attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """hidden [B, S, H] -> key, value [B, KV, S, D] for the new positions only.
+def normed_key_value(attn: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """hidden [B, S, H] -> key (k_norm'ed, not rotated), value (v_norm'ed) [B, KV, S, D], new positions only.
 
-    With attention_k_eq_v (full layers of the 12B) V is the raw K projection; K still gets
-    k_norm and RoPE, V only the scale-free v_norm, so the cached tensors differ.
+    With attention_k_eq_v (full layers of the 12B) V is the raw K projection; K gets k_norm
+    (and later RoPE), V only the scale-free v_norm, so the cached tensors differ.
     """
     batch, seq, _ = hidden.shape
     key = attn.k_proj(hidden).view(batch, seq, -1, attn.head_dim)
     value = attn.v_proj(hidden).view(batch, seq, -1, attn.head_dim) if attn.v_proj is not None else key
-    key = apply_rotary_pos_emb(attn.k_norm(key), cos, sin, unsqueeze_dim=2).transpose(1, 2)
-    value = attn.v_norm(value).transpose(1, 2)
-    return key, value
+    return attn.k_norm(key).transpose(1, 2), attn.v_norm(value).transpose(1, 2)
+
+
+def rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE: states [B, N, S, D], cos/sin [B, S, D] -> [B, N, S, D]."""
+    return apply_rotary_pos_emb(states, cos, sin, unsqueeze_dim=1)
+
+
+def project_query(attn: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """hidden [B, S, H] -> rotated, normed query [B, Hq, S, D]."""
+    return rotate(normed_query(attn, hidden), cos, sin)
 
 
 def residual_block(layer: nn.Module, hidden: torch.Tensor, attention_out: torch.Tensor) -> torch.Tensor:

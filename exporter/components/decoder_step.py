@@ -16,6 +16,7 @@ one image's soft tokens attend to each other on sliding layers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -23,8 +24,18 @@ from torch import nn
 
 from gemma_edge.runtime.manifest import CacheLayer, LayerType
 
-from .attention import grouped_attention, project_key_value, project_query, residual_block
+from .attention import grouped_attention, normed_key_value, normed_query, residual_block, rotate
 from .cached_attention import cached_attention_for_export, visible_prefix
+
+
+@dataclass
+class Rope:
+    """RoPE of one layer type at the step's positions: cos/sin [B,S,D], position_ids [B,S]."""
+
+    layer_type: str
+    cos: torch.Tensor
+    sin: torch.Tensor
+    position_ids: torch.Tensor
 
 
 class CacheAttention(Protocol):
@@ -33,9 +44,10 @@ class CacheAttention(Protocol):
     mask [B,1,S,T] additive, attention out [B,S,Hq*D]."""
 
     def store_and_attend(
-        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor, rope: Rope
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Store the new K/V of cache layer `layer`, attend -> (out, key, value the KV-shared layers read)."""
+        """Rotate the (normed) query and new key by `rope`, store the new K/V of cache layer
+        `layer`, attend -> (out, rotated key, value the KV-shared layers read)."""
         ...
 
     def attend_shared(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -80,14 +92,15 @@ class DecoderLayers(nn.Module):
             layer_type = self.text_config.layer_types[index]
             cos, sin = rope[layer_type]
             normed = layer.input_layernorm(hidden)
-            query = project_query(layer.self_attn, normed, cos, sin)  # [B, Hq, S, D]
+            query = normed_query(layer.self_attn, normed)  # [B, Hq, S, D], not rotated
             mask = masks[layer_type]
             if index in self.cache_layer_indices:
-                new_key, new_value = project_key_value(layer.self_attn, normed, cos, sin)  # [B, KV, S, D]
-                attention_out, *attended[index] = cache.store_and_attend(index, query, new_key, new_value, mask)
+                new_key, new_value = normed_key_value(layer.self_attn, normed)  # [B, KV, S, D]
+                rotary = Rope(layer_type, cos, sin, position_ids)
+                attention_out, *attended[index] = cache.store_and_attend(index, query, new_key, new_value, mask, rotary)
             else:  # KV-shared layer
                 key, value = attended[self.stores[layer_type]]
-                attention_out = cache.attend_shared(query, key, value, mask)
+                attention_out = cache.attend_shared(rotate(query, cos, sin), key, value, mask)
             hidden = residual_block(layer, hidden, attention_out)
 
         hidden = self.norm(hidden)
@@ -97,18 +110,30 @@ class DecoderLayers(nn.Module):
         return logits, hidden
 
 
+def rope_tables(rotary_emb: nn.Module, layer_type: str, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of RoPE at positions 0..positions-1 as GroupQueryAttention's caches [P, D/2]: the
+    module's own values (transformers builds cos = cat(f, f).cos(), so the halves are equal)."""
+    cos, sin = rotary_emb(torch.zeros(1), torch.arange(positions)[None], layer_type)  # [1, P, D]
+    half = cos.shape[-1] // 2
+    return cos[0, :, :half].contiguous(), sin[0, :, :half].contiguous()
+
+
 class AppendingCache:
     """The ONNX form: cached_attention per cache layer; `present` collects its outputs."""
 
-    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]], tables: dict[str, tuple[torch.Tensor, torch.Tensor]]):
         self.past = past
+        self.tables = tables  # layer type -> RoPE (cos, sin) [P, D/2]
         self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def store_and_attend(
-        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor, rope: Rope
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         past_key, past_value = self.past[layer]
-        out, present_key, present_value = cached_attention_for_export(query, new_key, new_value, past_key, past_value, mask)
+        cos_table, sin_table = self.tables[rope.layer_type]
+        out, present_key, present_value = cached_attention_for_export(
+            query, new_key, new_value, past_key, past_value, mask, rope.position_ids, cos_table, sin_table
+        )
         self.present[layer] = (present_key, present_value)
         return out, present_key, present_value
 
@@ -118,9 +143,18 @@ class AppendingCache:
 
 
 class DecoderStep(nn.Module):
-    def __init__(self, hf_model: nn.Module, cache_layers: tuple[CacheLayer, ...], stores: dict[LayerType, int]):
+    def __init__(
+        self, hf_model: nn.Module, cache_layers: tuple[CacheLayer, ...], stores: dict[LayerType, int], rope_positions: int
+    ):
+        """`rope_positions`: the longest sequence the step serves (the export's context length);
+        the RoPE tables GroupQueryAttention reads cover exactly these positions."""
         super().__init__()
         self.body = DecoderLayers(hf_model, cache_layers, stores)
+        self.layer_types = sorted(set(self.body.text_config.layer_types))
+        for layer_type in self.layer_types:
+            cos, sin = rope_tables(self.body.rotary_emb, layer_type, rope_positions)
+            self.register_buffer(f"rope_cos_{layer_type}", cos, persistent=False)
+            self.register_buffer(f"rope_sin_{layer_type}", sin, persistent=False)
 
     def forward(
         self,
@@ -133,7 +167,8 @@ class DecoderStep(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         """logit_rows [N] indexes the S rows; past = (past_key_i, past_value_i) per cache layer, in layer order."""
         layer_order = self.body.cache_layer_indices
-        cache = AppendingCache({layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)})
+        tables = {t: (getattr(self, f"rope_cos_{t}"), getattr(self, f"rope_sin_{t}")) for t in self.layer_types}
+        cache = AppendingCache({layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)}, tables)
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
         logits, hidden = self.body.run(inputs_embeds, position_ids, masks, cache, logit_rows)
         flat_present = [tensor for layer in layer_order for tensor in cache.present[layer]]

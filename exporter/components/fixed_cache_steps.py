@@ -24,8 +24,8 @@ from torch import nn
 
 from gemma_edge.runtime.manifest import CacheLayer, LayerType, litert_cache_names
 
-from .attention import grouped_attention
-from .decoder_step import DecoderLayers
+from .attention import grouped_attention, rotate
+from .decoder_step import DecoderLayers, Rope
 from .drafter_step import DrafterStep
 
 BLOCKED = torch.finfo(torch.float32).min
@@ -64,8 +64,9 @@ class FixedCacheWriter:
         self.updated: dict[str, torch.Tensor] = {}
 
     def store_and_attend(
-        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor
+        self, layer: int, query: torch.Tensor, new_key: torch.Tensor, new_value: torch.Tensor, mask: torch.Tensor, rope: Rope
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        query, new_key = rotate(query, rope.cos, rope.sin), rotate(new_key, rope.cos, rope.sin)
         key_name, value_name = self.names[layer]
         key = self.updated[key_name] = _write_slice(self.caches[key_name], new_key, self.start, axis=2)  # [1, KV, C, D]
         value = self.updated[value_name] = _write_slice(self.caches[value_name], new_value.transpose(2, 3), self.start, axis=3)

@@ -49,7 +49,8 @@ class CausalLM:
         self.text_config = hf_model.config.get_text_config()
         self.caches = cache_layers(self.text_config)
         self.stores = store_layers(self.text_config)
-        self.step = DecoderStep(hf_model, self.caches, self.stores)
+        # RoPE tables over every position a training window can reach.
+        self.step = DecoderStep(hf_model, self.caches, self.stores, self.text_config.max_position_embeddings)
         self.embed = hf_model.model.language_model.embed_tokens
 
     def forward(self, tokens: torch.Tensor) -> TargetStates:
