@@ -18,8 +18,8 @@ import numpy as np
 
 from .kv_cache import KVCache
 from .model import RuntimeModel
-from .sampling import SamplingConfig, probabilities, sample
-from .speculative import accept_drafts
+from .sampling import SamplingConfig, next_token, probabilities, sample
+from .speculative import accept_drafts, greedy_accept
 
 TokenCallback = Callable[[list[int]], None]
 
@@ -114,7 +114,7 @@ def generate(
     cache = model.new_cache()
     started = time.perf_counter()
     logits, hidden = model.decode(prompt_embeds, cache, block_ids, all_logits=False)
-    token = sample(probabilities(logits[-1], config.sampling), rng)
+    token = next_token(logits[-1], config.sampling, rng)
     first_token_at = time.perf_counter()
     result.prefill_seconds = first_token_at - started
     emitter.emit([token])
@@ -133,7 +133,7 @@ def generate(
             emitter.stop_reason = "context"
             break
         logits, hidden = model.decode(model.embed_tokens([token]), cache)
-        token = sample(probabilities(logits[-1], config.sampling), rng)
+        token = next_token(logits[-1], config.sampling, rng)
         last_hidden = hidden[-1][None, None]
         emitter.emit([token])
 
@@ -157,18 +157,25 @@ def _speculative_round(
     rejection. Returns the emitted tokens (accepted drafts + one) and the hidden state [1, 1, H]
     that predicted the last of them."""
     start = cache.length  # P: position of `token`
+    greedy = config.sampling.greedy
     drafts: list[int] = []
-    draft_probs = []
+    draft_probs = []  # q_j [V] per draft; greedy needs none
     previous = token
     for _ in range(num_drafts):
         logits, hidden = model.draft(model.embed_tokens([previous]), hidden, cache)
-        probs = probabilities(logits, config.sampling)  # [V]
-        previous = sample(probs, rng)
+        if greedy:
+            previous = next_token(logits, config.sampling, rng)
+        else:
+            probs = probabilities(logits, config.sampling)  # [V]
+            previous = sample(probs, rng)
+            draft_probs.append(probs)
         drafts.append(previous)
-        draft_probs.append(probs)
 
     logits, verify_hidden = model.decode(model.embed_tokens([token, *drafts]), cache)  # [K+1, V], [K+1, H]
-    accepted, next_token = accept_drafts(probabilities(logits, config.sampling), np.stack(draft_probs), drafts, rng)
+    if greedy:
+        accepted, following = greedy_accept(logits, drafts)
+    else:
+        accepted, following = accept_drafts(probabilities(logits, config.sampling), np.stack(draft_probs), drafts, rng)
     cache.trim(start + accepted + 1)
 
     result.proposed_drafts += num_drafts
@@ -176,4 +183,4 @@ def _speculative_round(
     result.verify_calls += 1
     result.tokens_from_verify += accepted + 1
     result.accepted_per_round.append(accepted)
-    return [*drafts[:accepted], next_token], verify_hidden[accepted][None, None]
+    return [*drafts[:accepted], following], verify_hidden[accepted][None, None]

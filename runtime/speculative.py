@@ -26,3 +26,14 @@ def accept_drafts(
             residual = target_probs[j]
         return j, sample(residual, rng)
     return len(drafts), sample(target_probs[len(drafts)], rng)
+
+
+def greedy_accept(target_logits: np.ndarray, drafts: list[int]) -> tuple[int, int]:
+    """accept_drafts for greedy p and q, without building distributions: target_logits [K+1, V],
+    drafts [K] (each the drafter's argmax) -> (accepted count, next token). Keep while the draft
+    is the target's argmax; the next token is the target's argmax where the drafts stop."""
+    targets = target_logits.argmax(axis=-1)  # [K+1]
+    accepted = 0
+    while accepted < len(drafts) and drafts[accepted] == targets[accepted]:
+        accepted += 1
+    return accepted, int(targets[accepted])

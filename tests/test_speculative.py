@@ -199,3 +199,37 @@ def test_accepted_count_and_token_are_python_ints() -> None:
     accepted, token = accept_drafts(np.stack([P0, P1]), Q0[None], [1], np.random.default_rng(0))
     assert type(accepted) is int and type(token) is int
     assert 0 <= accepted <= 1 and 0 <= token < V
+
+
+def test_greedy_accept_equals_the_rule_on_one_hot_distributions() -> None:
+    """The fast greedy path gives the acceptance rule's (accepted, next token) exactly, on
+    random logits with drafts that agree with the target for a random prefix."""
+    from gemma_edge.runtime.speculative import greedy_accept
+
+    rng = np.random.default_rng(7)
+    greedy = SamplingConfig(temperature=0.0)
+    for _ in range(300):
+        k = int(rng.integers(1, 6))
+        logits = rng.normal(size=(k + 1, 50))
+        targets = logits.argmax(axis=-1)
+        agree = int(rng.integers(0, k + 1))
+        drafts = [int(targets[j]) if j < agree else int((targets[j] + 1 + rng.integers(0, 48)) % 50) for j in range(k)]
+        draft_probs = np.stack([one_hot_wide(d, 50) for d in drafts])
+        expected = accept_drafts(probabilities(logits, greedy), draft_probs, drafts, np.random.default_rng(0))
+        assert greedy_accept(logits, drafts) == expected == (agree, int(targets[agree]))
+
+
+def test_next_token_is_the_sampled_token_when_greedy() -> None:
+    from gemma_edge.runtime.sampling import next_token, sample
+
+    rng = np.random.default_rng(3)
+    greedy = SamplingConfig(temperature=0.0)
+    for _ in range(100):
+        logits = rng.normal(size=300).astype(np.float32)
+        assert next_token(logits, greedy, rng) == sample(probabilities(logits, greedy), rng) == int(logits.argmax())
+
+
+def one_hot_wide(index: int, size: int) -> np.ndarray:
+    row = np.zeros(size)
+    row[index] = 1.0
+    return row
