@@ -60,6 +60,7 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry("session.force_spinning_stop", "1")
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
+        self._bindings: dict[str, tuple[dict[str, object], object, list[str]]] = {}  # graph -> (bound, binding, returned)
         for name, spec in manifest.graphs.items():
             if spec.format != "onnx":
                 continue
@@ -70,6 +71,26 @@ class OnnxRuntimeBackend:
             _check_io(session, spec, folder / spec.file)
             self.sessions[name] = session
             self.specs[name] = spec
+
+    def _binding(self, graph: str, bound: dict[str, object]) -> tuple[object, list[str]]:
+        """The IOBinding of `graph` with `bound` attached (kept while the same dict comes back:
+        a KV cache passes its own on every step), and the output names it returns."""
+        kept = self._bindings.get(graph)
+        if kept is not None and kept[0] is bound:
+            return kept[1], kept[2]
+        spec = self.specs[graph]
+        binding = self.sessions[graph].io_binding()
+        for name in spec.input_names():
+            if name in bound:
+                binding.bind_ortvalue_input(name, bound[name])
+        returned = [name for name in spec.output_names() if name not in bound]
+        for name in returned:  # bound first, so get_outputs() lists them first
+            binding.bind_output(name)
+        for name in spec.output_names():
+            if name in bound:
+                binding.bind_ortvalue_output(name, bound[name])
+        self._bindings[graph] = (bound, binding, returned)
+        return binding, returned
 
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
         """An OrtValue holding a copy of `value` (any ONNX graph may bind it; graph and signature
@@ -90,18 +111,13 @@ class OnnxRuntimeBackend:
             return dict(zip(spec.output_names(), session.run(spec.output_names(), feeds)))
         # IOBinding: arrays are bound without a copy, bound OrtValues serve as input and output
         # at once (GroupQueryAttention then writes the new K/V rows into the buffer it reads).
-        binding = session.io_binding()
+        # The cache bindings are made once per (graph, bound set); outputs whose shape varies
+        # (logits of S rows) must be re-bound on every call, onnxruntime refusing reuse.
+        binding, returned = self._binding(graph, bound)
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        for name in spec.input_names():
-            if name in bound:
-                binding.bind_ortvalue_input(name, bound[name])
-        returned = [name for name in spec.output_names() if name not in bound]
-        for name in returned:  # bound first, so get_outputs() lists them first
+        for name in returned:
             binding.bind_output(name)
-        for name in spec.output_names():
-            if name in bound:
-                binding.bind_ortvalue_output(name, bound[name])
         session.run_with_iobinding(binding)
         values = binding.get_outputs()
         return {name: values[index].numpy() for index, name in enumerate(returned)}

@@ -70,6 +70,10 @@ class ExportedModel(GraphModel):
 
     format = "onnx"
 
+    def __init__(self, manifest: Manifest, backend: Backend):
+        super().__init__(manifest, backend)
+        self._drafter_bound: tuple[KVCache | None, dict[str, object]] = (None, {})
+
     def new_cache(self) -> KVCache:
         capacity = self.manifest.model.context_length
         decoder = self.graph_names[GraphRole.DECODER]
@@ -124,12 +128,14 @@ class ExportedModel(GraphModel):
 
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H].
         """
-        bound = {}
-        for layer_type, layer in self.manifest.model.store_layers.items():
-            key, value = cache.layers[layer]
-            bound[drafter_kv_input("key", LayerType(layer_type))] = key
-            bound[drafter_kv_input("value", LayerType(layer_type))] = value
-        return self._draft(token_embed, target_hidden, cache.length, {}, bound)
+        if self._drafter_bound[0] is not cache:  # one dict per cache, so the backend keeps its binding
+            bound = {}
+            for layer_type, layer in self.manifest.model.store_layers.items():
+                key, value = cache.layers[layer]
+                bound[drafter_kv_input("key", LayerType(layer_type))] = key
+                bound[drafter_kv_input("value", LayerType(layer_type))] = value
+            self._drafter_bound = (cache, bound)
+        return self._draft(token_embed, target_hidden, cache.length, {}, self._drafter_bound[1])
 
     def draft_with_kv(
         self,
