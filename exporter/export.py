@@ -6,7 +6,6 @@ sibling folder that is renamed into place at the end, and removed on any failure
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from .checkpoint import Checkpoint, load_drafter, load_target
 from .components.norms import use_fusable_norms
 from .graph_specs import finalize
 from .graphs import build_graphs
+from .staging import clear_leftovers, move_into_place, staging_folder
 from .layout import model_summary, token_ids
 from .litertlm_bundle import write_litertlm
 from .onnx_writer import write_onnx
@@ -78,17 +78,6 @@ def _context_length(target: Checkpoint, requested: int | None) -> int:
     return requested
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` so that a complete artifact folder is always at `out`."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    retired = out.with_name(f".{out.name}.replaced-{os.getpid()}")
-    os.replace(out, retired)
-    os.replace(staging, out)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def _formats(options: ExportOptions) -> list[str]:
     return ["onnx", "tflite"] if options.format in (None, "all") else [options.format]
 
@@ -114,9 +103,9 @@ def export(options: ExportOptions) -> Manifest:
         summary = model_summary(target.config, _context_length(target, options.context_length))
 
     options.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = options.out.with_name(f".{options.out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    for leftover in clear_leftovers(options.out):
+        progress.note(f"removed {leftover}, left by an export that was interrupted")
+    staging = staging_folder(options.out)
     try:
         drafter_summary = _drafter_summary(drafter)
         graphs: dict[str, GraphSpec] = {}
@@ -155,7 +144,7 @@ def export(options: ExportOptions) -> Manifest:
             )
             (staging / MANIFEST_NAME).write_text(manifest.to_json())
         with progress.stage(f"Moving into place at {options.out}"):
-            _move_into_place(staging, options.out)
+            move_into_place(staging, options.out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

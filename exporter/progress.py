@@ -23,6 +23,12 @@ class StageProgress:
         self.enabled = enabled
         self.live = enabled and self.stream.isatty()
 
+    def note(self, text: str) -> None:
+        """A line of its own between stages (something the user should know happened)."""
+        if self.enabled:
+            self.stream.write(f"note: {text}\n")
+            self.stream.flush()
+
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
         self.done += 1
