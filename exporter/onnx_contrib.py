@@ -19,7 +19,6 @@ from onnxscript import opset18 as op
 from .components import cached_attention as _registers_the_op  # noqa: F401  (torch.ops.gemma_edge.*)
 
 MICROSOFT = "com.microsoft"
-INT32 = onnx.TensorProto.INT32
 
 
 def _register_group_query_attention() -> None:
@@ -75,16 +74,12 @@ def _heads_last(tensor: object) -> object:
     return op.Reshape(op.Transpose(tensor, perm=[0, 2, 1, 3]), op.Constant(value_ints=[0, 0, -1]))
 
 
-def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mask, position_ids, cos_table, sin_table):  # noqa: ANN001, ANN201, E501 (onnxscript values)
+def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mask, position_ids, cos_table, sin_table, seqlens_k, total_length):  # noqa: ANN001, ANN201, E501 (onnxscript values)
     """gemma_edge::cached_attention -> GroupQueryAttention(causal=0, attention_bias=mask,
     do_rotary=1 over the cos/sin tables at position_ids).
 
-    Shapes as in components/cached_attention.py. T (the valid length) is the mask's last
-    axis, so the runtime feeds nothing new: seqlens_k = T - 1 per batch row."""
+    Shapes as in components/cached_attention.py."""
     num_heads, kv_heads = query.shape[1], new_key.shape[1]  # static in every trace
-    total = op.Shape(mask, start=3, end=4)  # [1] int64
-    batch = op.Shape(query, start=0, end=1)
-    seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), batch), to=INT32)  # [B]
     attention, present_key, present_value = _microsoft.GroupQueryAttention(
         _heads_last(query),
         _heads_last(new_key),
@@ -92,7 +87,7 @@ def cached_attention_to_gqa(query, new_key, new_value, past_key, past_value, mas
         past_key,
         past_value,
         seqlens_k,
-        op.Cast(op.Squeeze(total), to=INT32),
+        total_length,
         cos_table,
         sin_table,
         position_ids,

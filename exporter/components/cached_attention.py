@@ -43,10 +43,14 @@ def append_and_attend(
     position_ids: torch.Tensor,
     cos_table: torch.Tensor,
     sin_table: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    total_length: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """query [B,Hq,S,D] and new_key [B,KV,S,D] normed but not rotated, new_value [B,KV,S,D],
     past [B,KV,P,D], mask [B,1,S,P+S] additive, position_ids [B,S], RoPE tables [L,D/2]
     -> attention [B,S,Hq*D], present_key (rotated), present_value [B,KV,P+S,D].
+    seqlens_k [B] = T-1 and total_length [] = T (int32) are what GroupQueryAttention takes;
+    the step computes them once for all layers, and the math here does not need them.
     Plain torch (autograd works: training runs this); export traces the op below instead."""
     query = rotate_by_table(query, position_ids, cos_table, sin_table)
     new_key = rotate_by_table(new_key, position_ids, cos_table, sin_table)

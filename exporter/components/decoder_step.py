@@ -121,9 +121,19 @@ def rope_tables(rotary_emb: nn.Module, layer_type: str, positions: int) -> tuple
 class AppendingCache:
     """The ONNX form: cached_attention per cache layer; `present` collects its outputs."""
 
-    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]], tables: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(
+        self,
+        past: dict[int, tuple[torch.Tensor, torch.Tensor]],
+        tables: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        batch: int,
+        total: int,
+    ):
+        """batch and total (T = P + S) may be symbolic: they size GroupQueryAttention's
+        seqlens_k [B] = T-1 and total_length [] = T, made once here for every layer."""
         self.past = past
         self.tables = tables  # layer type -> RoPE (cos, sin) [P, D/2]
+        self.seqlens_k = torch.full((batch,), total - 1, dtype=torch.int32)
+        self.total_length = torch.full((), total, dtype=torch.int32)
         self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def store_and_attend(
@@ -132,8 +142,9 @@ class AppendingCache:
         past_key, past_value = self.past[layer]
         cos_table, sin_table = self.tables[rope.layer_type]
         out, present_key, present_value = cached_attention_for_export(
-            query, new_key, new_value, past_key, past_value, mask, rope.position_ids, cos_table, sin_table
-        )
+            query, new_key, new_value, past_key, past_value, mask, rope.position_ids, cos_table, sin_table,
+            self.seqlens_k, self.total_length,
+        )  # fmt: skip
         self.present[layer] = (present_key, present_value)
         return out, present_key, present_value
 
@@ -168,7 +179,8 @@ class DecoderStep(nn.Module):
         """logit_rows [N] indexes the S rows; past = (past_key_i, past_value_i) per cache layer, in layer order."""
         layer_order = self.body.cache_layer_indices
         tables = {t: (getattr(self, f"rope_cos_{t}"), getattr(self, f"rope_sin_{t}")) for t in self.layer_types}
-        cache = AppendingCache({layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)}, tables)
+        past_kv = {layer: (past[2 * n], past[2 * n + 1]) for n, layer in enumerate(layer_order)}
+        cache = AppendingCache(past_kv, tables, batch=inputs_embeds.shape[0], total=mask_full.shape[-1])
         masks = {LayerType.FULL.value: mask_full, LayerType.SLIDING.value: mask_sliding}
         logits, hidden = self.body.run(inputs_embeds, position_ids, masks, cache, logit_rows)
         flat_present = [tensor for layer in layer_order for tensor in cache.present[layer]]
