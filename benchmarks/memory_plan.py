@@ -3,7 +3,8 @@
 Scenario (the one the planner models): a prompt of PREFILL_CHUNK tokens, then generation until
 the context is full (or EOS). For each model x recipe x backend: export, run `gemma-edge run`
 in a child process, read its peak RSS (ru_maxrss of the child), and compare it with
-plan_memory() for the context the run reached (ONNX caches grow with it; LiteRT's are fixed).
+plan_memory() at the export's context length: both runtimes allocate their K/V buffers for the
+whole context up front.
 
 Models: the trained built-in reference model (~10M parameters) and a ~150M-parameter
 random-weight configuration (hidden 1024, 10 layers).
@@ -78,7 +79,7 @@ def main() -> None:
                         [gemma_edge, "run", str(out), "--prompt", prompt, "--backend", backend, "--max-new-tokens", str(CONTEXT)]
                     )
                     reached = stats["prefill_tokens"] + stats["new_tokens"]
-                    planned = plan_memory(shape, recipe, reached if backend == "onnxruntime" else CONTEXT, backend)
+                    planned = plan_memory(shape, recipe, CONTEXT, backend)
                     rows.append(
                         {
                             "model": model_name,
