@@ -28,7 +28,7 @@ class FusableRMSNorm(nn.Module):
         # A scale-free norm (v_norm) is multiplied by ones, exactly: onnxruntime only fuses the
         # pattern that ends in a weight Mul, and an unfused norm costs 4 kernels (8 per decode
         # step at 165M, one per layer).
-        weight = self.weight.float() if self.weight is not None else torch.ones(x.shape[-1], dtype=x.dtype)
+        weight = self.weight.float() if self.weight is not None else torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
         normed = normed * weight
         return normed.type_as(hidden_states)
 
