@@ -92,6 +92,10 @@ class OnnxRuntimeBackend:
         self._bindings[graph] = (bound, binding, returned)
         return binding, returned
 
+    def drop_bindings(self) -> None:
+        """Forget the kept bindings, and with them the buffers they hold (a finished cache's)."""
+        self._bindings.clear()
+
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
         """An OrtValue holding a copy of `value` (any ONNX graph may bind it; graph and signature
         are unused). The memory is onnxruntime's own: ortvalue_from_numpy would wrap the array's

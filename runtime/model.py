@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .backend import Backend
+from .backend import Backend, OnnxRuntimeBackend
 from .errors import GemmaEdgeError
 from .kv_cache import KVCache
 from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
@@ -75,6 +75,11 @@ class ExportedModel(GraphModel):
         self._drafter_bound: tuple[KVCache | None, dict[str, object]] = (None, {})
 
     def new_cache(self) -> KVCache:
+        # The previous cache's buffers are still referenced by the kept bindings: let them go
+        # before allocating the new ones, or a second generation would briefly hold two caches.
+        self._drafter_bound = (None, {})
+        if isinstance(self.backend, OnnxRuntimeBackend):
+            self.backend.drop_bindings()
         capacity = self.manifest.model.context_length
         decoder = self.graph_names[GraphRole.DECODER]
         layers: dict[int, tuple[object, object]] = {}

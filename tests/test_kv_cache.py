@@ -115,3 +115,21 @@ def test_onnx_prefill_can_return_the_last_row_only(artifacts: Path) -> None:
     np.testing.assert_allclose(last[0], every[-1], atol=1e-5)
     np.testing.assert_allclose(last_hidden, every_hidden, atol=1e-6)
     assert last_cache.length == every_cache.length == 6
+
+
+def test_a_new_onnx_cache_releases_the_previous_one(artifacts: Path) -> None:
+    """The backend keeps its bindings across steps, but not across generations: a finished
+    cache's buffers are freed when the next cache is made, so two never coexist."""
+    import gc
+    import weakref
+
+    manifest = load_manifest(artifacts)
+    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    first = model.new_cache()
+    model.decode(model.embed_tokens([2, 40, 41]), first)
+    model.draft(model.embed_tokens([41]), np.zeros((1, 1, manifest.model.hidden_size), np.float32), first)
+    buffers = [weakref.ref(buffer) for pair in first.layers.values() for buffer in pair]
+    del first
+    model.new_cache()
+    gc.collect()
+    assert all(buffer() is None for buffer in buffers)
