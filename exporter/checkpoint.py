@@ -19,11 +19,10 @@ from gemma_edge.runtime.manifest import LayerType
 
 from .hf_patches import apply_transformers_patches
 from .layout import cache_layers, store_layers
+from .safetensors_weights import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, SafetensorsWeights, parameters_on_meta
 
 TARGET_MODEL_TYPE = "gemma4_unified"
 DRAFTER_MODEL_TYPE = "gemma4_unified_assistant"
-SAFETENSORS_SINGLE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.ckpt")
 
 
@@ -32,6 +31,9 @@ class Checkpoint:
     folder: Path
     model: nn.Module  # Gemma4UnifiedForConditionalGeneration or Gemma4UnifiedAssistantForCausalLM, eval, fp32
     generation_config: dict
+    # Set for a skeleton (load_*(..., weights=False)): parameters on the meta device, their
+    # bytes read from here when a writer needs them. None: the weights are in `model`.
+    weights: SafetensorsWeights | None = None
 
     @property
     def config(self):  # noqa: ANN201 - a transformers PreTrainedConfig
@@ -111,26 +113,64 @@ def _from_pretrained(model_class: type, folder: Path, what: str) -> nn.Module:
     return model.eval()
 
 
-def load_target(folder: Path) -> Checkpoint:
+def _skeleton(model_class: type, folder: Path, what: str) -> tuple[nn.Module, SafetensorsWeights]:
+    """The model with its parameters on the meta device (no bytes; buffers such as RoPE's
+    inv_freq computed for real), checked tensor by tensor against the checkpoint's index."""
+    config_class = model_class.config_class
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = config_class.from_pretrained(folder, local_files_only=True)
+        with parameters_on_meta():
+            model = model_class(config)
+    weights = SafetensorsWeights(folder)
+    weights.use_model_names(model)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    problems = weights.mismatches(expected, ignore=set(expected) - _persistent_names(model))
+    if problems:
+        raise GemmaEdgeError(
+            f"the {what} weights in {folder} do not match its config.json ({'; '.join(problems)}); "
+            "use an unmodified checkpoint whose tensors match its config"
+        )
+    return model.eval(), weights
+
+
+def _persistent_names(model: nn.Module) -> set[str]:
+    """state_dict names the checkpoint must hold: parameters and persistent buffers, tied
+    parameters once (under the first name, as save_pretrained writes them)."""
+    names = {name for name, _ in model.named_parameters()}
+    for module_name, module in model.named_modules():
+        for buffer_name in module._buffers:
+            if buffer_name not in module._non_persistent_buffers_set:
+                names.add(f"{module_name}.{buffer_name}" if module_name else buffer_name)
+    return names
+
+
+def _load(model_class: type, folder: Path, what: str, weights: bool) -> tuple[nn.Module, SafetensorsWeights | None]:
+    if weights:
+        return _from_pretrained(model_class, folder, what), None
+    return _skeleton(model_class, folder, what)
+
+
+def load_target(folder: Path, weights: bool = True) -> Checkpoint:
     from transformers import Gemma4UnifiedForConditionalGeneration
 
     apply_transformers_patches()
     _check_folder(folder, TARGET_MODEL_TYPE, "checkpoint")
     if not (folder / "tokenizer.json").is_file():
         raise GemmaEdgeError(f"{folder / 'tokenizer.json'} not found; copy the checkpoint's tokenizer.json into {folder}")
-    model = _from_pretrained(Gemma4UnifiedForConditionalGeneration, folder, "checkpoint")
+    model, source = _load(Gemma4UnifiedForConditionalGeneration, folder, "checkpoint", weights)
     generation = _read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
-    return Checkpoint(folder=folder, model=model, generation_config=generation)
+    return Checkpoint(folder=folder, model=model, generation_config=generation, weights=source)
 
 
-def load_drafter(folder: Path, target: Checkpoint) -> Checkpoint:
+def load_drafter(folder: Path, target: Checkpoint, weights: bool = True) -> Checkpoint:
     from transformers.models.gemma4_unified_assistant import Gemma4UnifiedAssistantForCausalLM
 
     apply_transformers_patches()
     _check_folder(folder, DRAFTER_MODEL_TYPE, "drafter")
-    model = _from_pretrained(Gemma4UnifiedAssistantForCausalLM, folder, "drafter")
+    model, source = _load(Gemma4UnifiedAssistantForCausalLM, folder, "drafter", weights)
     generation = _read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
-    drafter = Checkpoint(folder=folder, model=model, generation_config=generation)
+    drafter = Checkpoint(folder=folder, model=model, generation_config=generation, weights=source)
     check_drafter_fits(drafter, target)
     return drafter
 

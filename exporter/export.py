@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemma_edge.quantize.onnx_quantize import quantize_onnx
+from gemma_edge.quantize.onnx_files import TensorWritten
 from gemma_edge.quantize.recipes import Recipe, get_recipe
 from gemma_edge.quantize.tflite_quantize import quantize_tflite
 from gemma_edge.quantize.zero_rows import lift_zero_rows
@@ -25,6 +25,7 @@ from .graph_specs import finalize
 from .graphs import build_graphs
 from .staging import clear_leftovers, move_into_place, staging_folder
 from .layout import model_summary, token_ids
+from .lazy_weights import WeightSources
 from .litertlm_bundle import write_litertlm
 from .onnx_writer import write_onnx
 from .progress import StageProgress
@@ -93,13 +94,10 @@ def export(options: ExportOptions) -> Manifest:
     _check_output(options, recipe)
 
     formats = _formats(options)
-    progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
-    with progress.stage(f"Loading {'the built-in reference model' if use_builtin else checkpoint_dir}"):
-        target = load_target(checkpoint_dir)
-        drafter = load_drafter(drafter_dir, target) if drafter_dir is not None else None
-        for loaded in (target, drafter):  # our copies only: validate loads the reference afresh
-            if loaded is not None:
-                use_fusable_norms(loaded.model)
+    progress = StageProgress(total=3 + len(formats) + 2 * ("tflite" in formats), enabled=options.show_progress)
+    with progress.stage(f"Reading {'the built-in reference model' if use_builtin else checkpoint_dir} (shapes only)"):
+        # ONNX streams every weight from the checkpoint: the models hold names and shapes only.
+        target, drafter = _load(checkpoint_dir, drafter_dir, weights=False)
         summary = model_summary(target.config, _context_length(target, options.context_length))
 
     options.out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +112,9 @@ def export(options: ExportOptions) -> Manifest:
         if "tflite" in formats:
             verify_length = (drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1
             shapes = litert_shapes(summary, verify_length, options.prefill_lengths)
-            graphs |= _write_tflite_graphs(target, drafter, summary, shapes, staging, recipe, progress)
+            with progress.stage("Loading the weights for the TFLite conversion"):
+                loaded_target, loaded_drafter = _load(checkpoint_dir, drafter_dir, weights=True)
+            graphs |= _write_tflite_graphs(loaded_target, loaded_drafter, summary, shapes, staging, recipe, progress)
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
         tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))
         bundle = None
@@ -151,18 +151,34 @@ def export(options: ExportOptions) -> Manifest:
     return manifest
 
 
+def _load(checkpoint_dir: Path, drafter_dir: Path | None, weights: bool) -> tuple[Checkpoint, Checkpoint | None]:
+    """The target and drafter, with their weights or as skeletons (parameters on meta), with
+    the fusable norms the graphs use (our copies only: validate loads the reference afresh)."""
+    target = load_target(checkpoint_dir, weights=weights)
+    drafter = load_drafter(drafter_dir, target, weights=weights) if drafter_dir is not None else None
+    for loaded in (target, drafter):
+        if loaded is not None:
+            use_fusable_norms(loaded.model)
+    return target, drafter
+
+
 def _write_onnx_graphs(
     target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, folder: Path, recipe: Recipe, progress: StageProgress
 ) -> dict[str, GraphSpec]:
+    """Each graph traced without weights and written tensor by tensor (exporter/onnx_writer.py)."""
     exported = build_graphs(target, drafter, summary)
+    sources = WeightSources([loaded for loaded in (target, drafter) if loaded is not None])
+    sources.move_buffers_to_meta([graph.module for graph in exported])
     graphs = {}
     quantized = "" if recipe.name == "fp32" else f", quantized {recipe.name}"
     with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)}){quantized}"):
         for graph in exported:
             file = f"{graph.name}.onnx"
-            write_onnx(graph.module, graph.spec, folder / file)
-            if recipe.name != "fp32":
-                quantize_onnx(folder / file, graph.spec.role, recipe)
+
+            def tensors(total_bytes: int, total: int, file: str = file) -> TensorWritten:
+                return progress.tensor_progress(file, total_bytes, total)
+
+            write_onnx(graph.module, graph.spec, folder / file, sources, recipe, tensors)
             graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
     return graphs
 

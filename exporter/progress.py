@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
@@ -29,6 +29,32 @@ class StageProgress:
             self.stream.write(f"note: {text}\n")
             self.stream.flush()
 
+    def tensor_progress(self, label: str, total_bytes: int, total_tensors: int) -> Callable[[object, object], None]:
+        """A callback for onnx_ir's save, called before each tensor is written: a live line with
+        the bytes written and an ETA on a terminal, a line per tenth elsewhere (a 12B graph
+        takes minutes, and a log should show it moving)."""
+        started = time.perf_counter()
+        reported = [0]
+
+        def on_tensor(tensor: object, info: object) -> None:
+            done_bytes = int(getattr(info, "offset", 0))
+            index = int(getattr(info, "index", 0)) + 1
+            if not self.enabled or total_bytes <= 0:
+                return
+            fraction = min(done_bytes / total_bytes, 1.0)
+            elapsed = time.perf_counter() - started
+            eta = f", ETA {_duration(elapsed / fraction - elapsed)}" if fraction > 0.02 else ""
+            line = f"    {label}: tensor {index}/{total_tensors}, {done_bytes / 2**30:.2f}/{total_bytes / 2**30:.2f} GiB{eta}"
+            if self.live:
+                self.stream.write(f"{ERASE_LINE}{line}")
+                self.stream.flush()
+            elif int(fraction * 10) > reported[0]:
+                reported[0] = int(fraction * 10)
+                self.stream.write(f"{line}\n")
+                self.stream.flush()
+
+        return on_tensor
+
     @contextmanager
     def stage(self, title: str) -> Iterator[None]:
         self.done += 1
@@ -48,3 +74,8 @@ class StageProgress:
             prefix = ERASE_LINE if self.live else ""
             self.stream.write(f"{prefix}{label} ... done ({time.perf_counter() - started:.1f}s)\n")
             self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from collections.abc import Callable
+
 import onnx
+import onnx_ir as ir
 from onnx.external_data_helper import load_external_data_for_model
 
 EXTERNAL_DATA_THRESHOLD = 512 * 1024 * 1024
@@ -50,3 +53,34 @@ def save_model(model: onnx.ModelProto, path: Path, replaced_data: list[Path] = (
     data.unlink(missing_ok=True)
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name, size_threshold=1024)
     return [path, data]
+
+
+def external_locations(model: ir.Model) -> set[str]:
+    """Files the initializers of an onnx_ir `model` read from."""
+    return {
+        str(value.const_value.location)
+        for value in model.graph.initializers.values()
+        if isinstance(value.const_value, ir.ExternalTensor)
+    }
+
+
+TensorWritten = Callable[[ir.TensorProtocol, "ir.external_data.CallbackInfo"], None]
+
+
+def save_ir_model(model: ir.Model, path: Path, replaced_data: list[Path] = (), written: TensorWritten | None = None) -> list[Path]:
+    """Write an onnx_ir `model` to `path` by the threshold rule, one tensor at a time (lazy
+    tensors are evaluated as they are written; `written` is called before each). Data files
+    in `replaced_data` that the new graph does not use are removed afterwards: tensors may
+    still be read from them while writing. Returns the files written."""
+    weight_bytes = sum(value.const_value.nbytes for value in model.graph.initializers.values() if value.const_value is not None)
+    data = data_file(path)
+    if weight_bytes <= EXTERNAL_DATA_THRESHOLD:
+        ir.save(model, path)
+        files = [path]
+    else:
+        ir.save(model, path, external_data=data.name, size_threshold_bytes=1024, callback=written)
+        files = [path, data]
+    for stale in replaced_data:
+        if stale not in files:
+            stale.unlink(missing_ok=True)
+    return files

@@ -20,7 +20,6 @@ embedder and as the lm_head MatMul in the decoder.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -28,10 +27,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 
 from gemma_edge.runtime.manifest import GraphRole
 
-from .onnx_files import load_model, save_model
+from .lazy_quantized import LazyQuantizedNode, QuantizeOneNode
+from .onnx_files import external_locations, load_model, save_ir_model, save_model
 from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
 
 ACCURACY_LEVEL = 4
@@ -43,11 +44,11 @@ _ROLE_PART = {
 }
 
 
-def _scopes(node: onnx.NodeProto) -> str:
-    return next((prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.name_scopes"), "")
+def _scopes(node: ir.Node) -> str:
+    return node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
 
 
-def node_part(node: onnx.NodeProto, role: GraphRole) -> Part:
+def node_part(node: ir.Node, role: GraphRole) -> Part:
     """The model part a weight-bearing node of graph `role` belongs to."""
     if role in _ROLE_PART:
         return _ROLE_PART[role]
@@ -58,14 +59,13 @@ def node_part(node: onnx.NodeProto, role: GraphRole) -> Part:
     return part
 
 
-def weight_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+def weight_nodes(graph: ir.Graph) -> list[ir.Node]:
     """MatMul nodes with a constant weight, and Gather nodes reading a constant table."""
-    initializers = {init.name for init in model.graph.initializer}
     nodes = []
-    for node in model.graph.node:
-        if node.op_type == "MatMul" and node.input[1] in initializers:
+    for node in graph:
+        if node.op_type == "MatMul" and node.inputs[1] is not None and node.inputs[1].is_initializer():
             nodes.append(node)
-        elif node.op_type == "Gather" and node.input[0] in initializers:
+        elif node.op_type == "Gather" and node.inputs[0] is not None and node.inputs[0].is_initializer():
             nodes.append(node)
     return nodes
 
@@ -139,35 +139,55 @@ def _int8_gather(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         return onnx.load(target)
 
 
-def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> list[Path]:
-    """Rewrite the fp32 graph at `path` (and its external data, if any) in place according to
-    `recipe`; returns the files that now make up the graph."""
-    model, data_files = load_model(path)
-    groups: dict[tuple[WeightScheme, str], list[str]] = {}
-    provenance = {node.name: list(node.metadata_props) for node in weight_nodes(model)}
-    for node in weight_nodes(model):
-        scheme = recipe.scheme(node_part(node, role))
-        groups.setdefault((scheme, node.op_type), []).append(node.name)
-    if not groups:
-        return [path, *data_files]
-    with _quiet_quantizers():
-        for (scheme, op_type), names in groups.items():
-            if scheme.kind == Kind.INT4 or (scheme.kind == Kind.INT8 and op_type == "MatMul"):
-                model = _nbits(model, names, scheme, op_type)
-            elif scheme.kind == Kind.INT8:
-                model = _int8_gather(model, names)
-        if any(scheme.kind == Kind.FLOAT16 for scheme, _ in groups):
-            from onnxruntime.transformers.float16 import convert_float_to_float16
+def _one_node_quantizer(scheme: WeightScheme, op_type: str) -> tuple[QuantizeOneNode, bool]:
+    """The quantizer call for one node, and whether its output channels quantize independently
+    (an int8 table has one scale for the whole table, so it is quantized whole)."""
+    if scheme.kind == Kind.INT4 or (scheme.kind == Kind.INT8 and op_type == "MatMul"):
+        return (lambda model, names: _nbits(model, names, scheme, op_type)), True
+    return _int8_gather, False
 
-            model = convert_float_to_float16(model, keep_io_types=True)
-    _keep_provenance(model, provenance)
+
+def quantize_graph(model: ir.Model, role: GraphRole, recipe: Recipe) -> bool:
+    """Rewrite every weight-bearing node of `model` by `recipe`, reading no weight: the new
+    initializers quantize their source when first read (quantize/lazy_quantized.py).
+    Returns whether an fp16 scheme is left to apply (`to_float16`, on the saved file)."""
+    wants_float16 = False
+    with _quiet_quantizers():
+        for node in weight_nodes(model.graph):
+            scheme = recipe.scheme(node_part(node, role))
+            if scheme.kind == Kind.FLOAT16:
+                wants_float16 = True
+            if not scheme.quantized:
+                continue
+            quantize, chunked = _one_node_quantizer(scheme, node.op_type)
+            weight_index, channel_axis = (1, 1) if node.op_type == "MatMul" else (0, 0)  # [K, N] columns; [V, H] rows
+            replacement = LazyQuantizedNode(node, weight_index, channel_axis, quantize, chunked)
+            replacement.splice_into(model.graph)
+            for domain, version in replacement.opsets.items():  # GatherBlockQuantized's int4 needs opset 21
+                model.opset_imports[domain] = max(version, model.opset_imports.get(domain, version))
+                model.graph.opset_imports[domain] = model.opset_imports[domain]
+    for name, value in list(model.graph.initializers.items()):  # the float weights now unused
+        if not value.uses() and not value.is_graph_output():
+            model.graph.initializers.pop(name)
+    return wants_float16
+
+
+def to_float16(path: Path) -> list[Path]:
+    """float16 weights and compute, float32 inputs and outputs, for the graph at `path`. This
+    rewrite holds the whole graph in memory: no device plan picks fp16 for a model that big."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model, data_files = load_model(path)
+    with _quiet_quantizers():
+        model = convert_float_to_float16(model, keep_io_types=True)
     return save_model(model, path, replaced_data=data_files)
 
 
-def _keep_provenance(model: onnx.ModelProto, provenance: dict[str, list]) -> None:
-    """The quantizers build new nodes (`<name>_Q4`, ...) without the exporter's metadata; copy it
-    over so each quantized node still names the module it came from (fidelity checks read it)."""
-    for node in model.graph.node:
-        original = re.sub(r"_Q\d+$", "", node.name)
-        if original in provenance and not node.metadata_props:
-            node.metadata_props.extend(provenance[original])
+def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> list[Path]:
+    """Rewrite the fp32 graph file at `path` (and its external data, if any) in place according
+    to `recipe`; returns the files that now make up the graph."""
+    model = ir.load(path)
+    data_files = [path.parent / location for location in sorted(external_locations(model))]
+    wants_float16 = quantize_graph(model, role, recipe)
+    written = save_ir_model(model, path, replaced_data=data_files)
+    return to_float16(path) if wants_float16 else written
