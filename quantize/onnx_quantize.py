@@ -142,9 +142,17 @@ def _int8_gather(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 def _one_node_quantizer(scheme: WeightScheme, op_type: str) -> tuple[QuantizeOneNode, bool]:
     """The quantizer call for one node, and whether its output channels quantize independently
     (an int8 table has one scale for the whole table, so it is quantized whole)."""
+    def quietly(quantize: QuantizeOneNode) -> QuantizeOneNode:
+        # called again when the writer reads the weight, long after quantize_graph returned
+        def run(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+            with _quiet_quantizers():
+                return quantize(model, names)
+
+        return run
+
     if scheme.kind == Kind.INT4 or (scheme.kind == Kind.INT8 and op_type == "MatMul"):
-        return (lambda model, names: _nbits(model, names, scheme, op_type)), True
-    return _int8_gather, False
+        return quietly(lambda model, names: _nbits(model, names, scheme, op_type)), True
+    return quietly(_int8_gather), False
 
 
 def quantize_graph(model: ir.Model, role: GraphRole, recipe: Recipe) -> bool:
@@ -152,20 +160,19 @@ def quantize_graph(model: ir.Model, role: GraphRole, recipe: Recipe) -> bool:
     initializers quantize their source when first read (quantize/lazy_quantized.py).
     Returns whether an fp16 scheme is left to apply (`to_float16`, on the saved file)."""
     wants_float16 = False
-    with _quiet_quantizers():
-        for node in weight_nodes(model.graph):
-            scheme = recipe.scheme(node_part(node, role))
-            if scheme.kind == Kind.FLOAT16:
-                wants_float16 = True
-            if not scheme.quantized:
-                continue
-            quantize, chunked = _one_node_quantizer(scheme, node.op_type)
-            weight_index, channel_axis = (1, 1) if node.op_type == "MatMul" else (0, 0)  # [K, N] columns; [V, H] rows
-            replacement = LazyQuantizedNode(node, weight_index, channel_axis, quantize, chunked)
-            replacement.splice_into(model.graph)
-            for domain, version in replacement.opsets.items():  # GatherBlockQuantized's int4 needs opset 21
-                model.opset_imports[domain] = max(version, model.opset_imports.get(domain, version))
-                model.graph.opset_imports[domain] = model.opset_imports[domain]
+    for node in weight_nodes(model.graph):
+        scheme = recipe.scheme(node_part(node, role))
+        if scheme.kind == Kind.FLOAT16:
+            wants_float16 = True
+        if not scheme.quantized:
+            continue
+        quantize, chunked = _one_node_quantizer(scheme, node.op_type)
+        weight_index, channel_axis = (1, 1) if node.op_type == "MatMul" else (0, 0)  # [K, N] columns; [V, H] rows
+        replacement = LazyQuantizedNode(node, weight_index, channel_axis, quantize, chunked)
+        replacement.splice_into(model.graph)
+        for domain, version in replacement.opsets.items():  # GatherBlockQuantized's int4 needs opset 21
+            model.opset_imports[domain] = max(version, model.opset_imports.get(domain, version))
+            model.graph.opset_imports[domain] = model.opset_imports[domain]
     for name, value in list(model.graph.initializers.items()):  # the float weights now unused
         if not value.uses() and not value.is_graph_output():
             model.graph.initializers.pop(name)
