@@ -39,14 +39,19 @@ from gemma_edge.runtime.errors import GemmaEdgeError
 from .profile import DeviceProfile
 
 MIB = 1024**2
-# Bytes of RSS per byte of weights in the artifact, per backend and float/integer (fitted; see
-# the module doc). For onnxruntime the integer figure holds for graphs with inline weights (our
+# Bytes of RSS per byte of weights in the artifact, per backend and kind (fitted; see the
+# module doc). For onnxruntime the integer figure holds for graphs with inline weights (our
 # small models): their protobuf copy stays beside MatMulNBits' prepacked one. Graphs above the
-# external-data threshold read weights from a separate file instead; FINDINGS' int4 12B run
-# (10.75 GiB peak for 7.85 GiB of weights, short context) bounds their residency near 1.
+# external-data threshold memory-map their .data file. Measured on two 12B-shaped int4
+# exports, decoder session alone (benchmarks/README.md, "big_model.py"):
+#   - int4-b64-sym: 6.25 GiB file -> 6.98 GiB anonymous + 0.73 GiB mapped pages (1.23x);
+#   - int4-b32-asym: 7.12 GiB file -> 8.37 GiB anonymous + 1.59 GiB mapped pages (1.40x).
+#   MatMulNBits with zero points prepacks larger.
+# A gathered table in its own external file stays mapped, and only the rows looked up are
+# ever read (the token embedder: ~0). External float weights are unmeasured (1.0).
 WEIGHT_RESIDENCY = {
-    "onnxruntime": {"float": 1.0, "integer": 1.7, "external": 1.0},
-    "litert": {"float": 6.2, "integer": 6.2, "external": 6.2},
+    "onnxruntime": {"float": 1.0, "integer": 1.7, "external": 1.0, "external_sym": 1.23, "external_asym": 1.40, "external_table": 0.0},
+    "litert": dict.fromkeys(("float", "integer", "external", "external_sym", "external_asym", "external_table"), 6.2),
 }
 EXTERNAL_DATA_BYTES = 512 * MIB  # onnx_writer's threshold for writing weights to a .data file
 # The graph each part's weights live in (the decoder holds the lm_head's own copy).
@@ -189,8 +194,14 @@ def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -
     for part in Part:
         if part.value not in weight_bytes:
             continue
+        scheme = recipe.scheme(part)
         if graph_bytes[_GRAPH_OF_PART[part]] > EXTERNAL_DATA_BYTES:
-            kind = "external"
+            if part == Part.EMBEDDING:
+                kind = "external_table"
+            elif scheme.quantized:
+                kind = "external_sym" if scheme.symmetric else "external_asym"
+            else:
+                kind = "external"
         else:
             kind = "integer" if recipe.scheme(part).quantized else "float"
         resident += weight_bytes[part.value] * residency[kind]
