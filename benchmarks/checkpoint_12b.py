@@ -161,8 +161,9 @@ def _numel(shape: tuple[int, ...]) -> int:
     return count
 
 
-def write_checkpoint(out: Path, layers: int, kv_shared_layers: int, with_drafter: bool) -> dict[str, int]:
-    """Write out/target (and out/drafter); returns bytes written per folder."""
+def write_checkpoint(out: Path, layers: int, kv_shared_layers: int, with_drafter: bool, vocab_size: int | None = None) -> dict[str, int]:
+    """Write out/target (and out/drafter); returns bytes written per folder. `vocab_size` shrinks
+    the 262144-token vocabulary (to measure the layers without the 1B-parameter embedding)."""
     from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
     from transformers.models.gemma4_unified_assistant import (
         Gemma4UnifiedAssistantConfig,
@@ -170,6 +171,8 @@ def write_checkpoint(out: Path, layers: int, kv_shared_layers: int, with_drafter
     )
 
     shape = sliced_shape(layers, kv_shared_layers)
+    if vocab_size is not None:
+        shape = replace(shape, vocab_size=vocab_size)
     plans = [("target", Gemma4UnifiedForConditionalGeneration, Gemma4UnifiedConfig, target_config(shape), {})]
     if with_drafter:
         generation = {"num_assistant_tokens": 4}
@@ -193,12 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=len(TWELVE_B.layer_pattern), help="keep the first N layers (default: all 48)")
     parser.add_argument("--kv-shared-layers", type=int, default=0, help="last layers that reuse K/V (default: 0)")
     parser.add_argument("--no-drafter", action="store_true", help="write the target only")
+    parser.add_argument(
+        "--vocab-size", type=int, help="a smaller vocabulary (the layers alone; 4096 matches the tokenizer written beside)"
+    )
     parser.add_argument("--check", action="store_true", help="then load the target with gemma-edge's loader and run a forward pass")
     args = parser.parse_args(argv)
     if args.out.exists():
         raise SystemExit(f"error: {args.out} exists; choose a new --out or remove it")
     started = time.perf_counter()
-    sizes = write_checkpoint(args.out, args.layers, args.kv_shared_layers, not args.no_drafter)
+    sizes = write_checkpoint(args.out, args.layers, args.kv_shared_layers, not args.no_drafter, args.vocab_size)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     summary = ", ".join(f"{name} {size / 1e9:.2f} GB" for name, size in sizes.items())
     print(f"wrote {args.out} ({summary}; {DTYPE}) in {time.perf_counter() - started:.0f} s, peak RSS {peak_gib:.2f} GiB")
