@@ -7,10 +7,10 @@ sibling folder that is renamed into place at the end, and removed on any failure
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
-from gemma_edge.quantize.onnx_files import TensorWritten
 from gemma_edge.quantize.recipes import Recipe, get_recipe
 from gemma_edge.quantize.tflite_quantize import quantize_tflite
 from gemma_edge.quantize.zero_rows import lift_zero_rows
@@ -174,11 +174,7 @@ def _write_onnx_graphs(
     with progress.stage(f"Tracing and writing {len(exported)} ONNX graphs ({', '.join(g.name for g in exported)}){quantized}"):
         for graph in exported:
             file = f"{graph.name}.onnx"
-
-            def tensors(total_bytes: int, total: int, file: str = file) -> TensorWritten:
-                return progress.tensor_progress(file, total_bytes, total)
-
-            write_onnx(graph.module, graph.spec, folder / file, sources, recipe, tensors)
+            write_onnx(graph.module, graph.spec, folder / file, sources, recipe, partial(progress.tensor_progress, file))
             graphs[graph.name] = finalize(graph.spec, file=file, format="onnx", precision=recipe.name)
     return graphs
 

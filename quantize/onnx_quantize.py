@@ -32,7 +32,7 @@ import onnx_ir as ir
 from gemma_edge.runtime.manifest import GraphRole
 
 from .lazy_quantized import LazyQuantizedNode, QuantizeOneNode
-from .onnx_files import external_locations, load_model, save_ir_model, save_model
+from .onnx_files import external_locations, save_ir_model
 from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
 
 ACCURACY_LEVEL = 4
@@ -184,10 +184,12 @@ def to_float16(path: Path) -> list[Path]:
     rewrite holds the whole graph in memory: no device plan picks fp16 for a model that big."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model, data_files = load_model(path)
+    model = ir.load(path)
+    data_files = [path.parent / location for location in sorted(external_locations(model))]
+    ir.external_data.load_to_model(model)  # the converter works on a protobuf holding every weight
     with _quiet_quantizers():
-        model = convert_float_to_float16(model, keep_io_types=True)
-    return save_model(model, path, replaced_data=data_files)
+        converted = convert_float_to_float16(ir.serde.serialize_model(model), keep_io_types=True)
+    return save_ir_model(ir.serde.deserialize_model(converted), path, replaced_data=data_files)
 
 
 def quantize_onnx(path: Path, role: GraphRole, recipe: Recipe) -> list[Path]:
