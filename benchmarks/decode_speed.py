@@ -102,6 +102,7 @@ class Sample:
     token_ids: list[int]
     acceptance_rate: float | None = None
     mean_accepted_per_step: float | None = None
+    draft_tokens: float | None = None  # drafts proposed per verify step (the mean, when the schedule is adaptive)
     verify_calls: int | None = None
     subtraction_tokens_per_second: float | None = None  # transformers only: the cross-check
     text: str | None = None  # LiteRT-LM rows: the generated text (it gives no token ids)
@@ -134,6 +135,7 @@ class Summary:
             "new_tokens": [s.new_tokens for s in self.samples],
             "acceptance_rate": _median_or_none([s.acceptance_rate for s in self.samples]),
             "mean_accepted_per_step": _median_or_none([s.mean_accepted_per_step for s in self.samples]),
+            "draft_tokens": _median_or_none([s.draft_tokens for s in self.samples]),
             "verify_calls": [s.verify_calls for s in self.samples] if self.name in (RUNTIME_MTP, LITERT_MTP) else None,
             "subtraction_method_tokens_per_second": cross or None,
             "subtraction_method_median": statistics.median(cross) if cross else None,
@@ -297,6 +299,7 @@ def sample_from_run(result: Any, kind: type[Sample], **extra: Any) -> Sample:
         token_ids=list(stats["token_ids"]),
         acceptance_rate=stats["acceptance_rate"],
         mean_accepted_per_step=stats["mean_accepted_per_step"],
+        draft_tokens=stats["draft_tokens"],
         verify_calls=stats["verify_calls"],
         **extra,
     )
@@ -440,7 +443,7 @@ def _new_tokens(summary: Summary) -> str:
 
 def format_table(summaries: dict[str, Summary]) -> str:
     reference = summaries[TRANSFORMERS].median()
-    header = ("configuration", "new tok", "median tok/s", "min", "max", "vs transformers", "acceptance", "tok/verify")
+    header = ("configuration", "new tok", "median tok/s", "min", "max", "vs transformers", "acceptance", "tok/verify", "drafts/verify")
     rows = [header]
     for summary in summaries.values():
         rates = summary.rates()
@@ -457,6 +460,7 @@ def format_table(summaries: dict[str, Summary]) -> str:
                 _fmt(median / reference if median and reference else None, ".2f") + "x",
                 _fmt(row["acceptance_rate"], ".3f") if speculative else "",
                 _fmt(row["mean_accepted_per_step"], ".2f") if speculative else "",
+                _fmt(row["draft_tokens"], ".2f") if speculative else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

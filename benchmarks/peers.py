@@ -492,13 +492,15 @@ def _agreement_cell(name: str, reference: str, agree: dict[str, Any]) -> str:
 
 
 def format_speculation(results: dict[str, Any], draft_tokens: int | None) -> str:
-    """Acceptance of our speculative rows (LiteRT-LM does not report its own)."""
+    """Acceptance of our speculative rows (LiteRT-LM does not report its own, and drafts K =
+    `draft_tokens` every step; ours choose K per step, at most that, when greedy)."""
     parts = [
-        f"{name} acceptance {row['acceptance_rate']:.3f}, {row['mean_accepted_per_step']:.2f} tokens/verify"
+        f"{name} acceptance {row['acceptance_rate']:.3f}, {row['mean_accepted_per_step']:.2f} tokens/verify, "
+        f"{row['draft_tokens']:.2f} drafts/verify"
         for name, row in results.items()
         if name in (RUNTIME_MTP, LITERT_MTP) and row["acceptance_rate"] is not None
     ]
-    return f"MTP (K={draft_tokens}): " + "; ".join(parts) if parts else ""
+    return f"MTP (drafter's K={draft_tokens}): " + "; ".join(parts) if parts else ""
 
 
 def format_absent(absent: dict[str, str]) -> str:

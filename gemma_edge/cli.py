@@ -203,7 +203,7 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(min=0.0, max=1.0, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling (and speculative acceptance).")
 @click.option("--no-speculative", is_flag=True, help="Plain decoding, no MTP drafter.")
-@click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step [default: the drafter's num_assistant_tokens].")
+@click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step, fixed [default: greedy decoding chooses it per step from measured costs and acceptance, up to the drafter's num_assistant_tokens; sampling uses that number].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: all available].")
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="PNG/JPEG image (repeatable); placed at each <image> in --prompt, or before it.")
@@ -267,7 +267,8 @@ def run(
         if stats["decode_tokens_per_second"] is not None:
             line += f", decode {stats['decode_tokens_per_second']:.1f} tok/s"
         if stats["speculative"]:
-            line += f", K={stats['draft_tokens']}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
+            draft = f"K={stats['draft_tokens']}" if stats["draft_schedule"] == "fixed" else f"K~{stats['draft_tokens']:.1f} (adaptive, <= {stats['max_draft_tokens']})"
+            line += f", {draft}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
         if stats["image_tokens"] or stats["audio_tokens"]:
             line += f", {stats['image_tokens']} image + {stats['audio_tokens']} audio tokens, first token after {stats['time_to_first_token_seconds']:.2f} s"
         click.echo(line + f", {stats['backend']}]", err=True)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .kv_cache import KVCache
 from .model import RuntimeModel
+from .draft_schedule import DraftSchedule
 from .sampling import SamplingConfig, next_token, probabilities, sample
 from .speculative import accept_drafts, greedy_accept
 
@@ -30,7 +31,9 @@ class GenerationConfig:
     sampling: SamplingConfig = SamplingConfig()
     seed: int | None = None
     speculative: bool = True
-    draft_tokens: int | None = None  # None: the drafter's num_assistant_tokens
+    # Drafts per verify step. None: chosen per round by a DraftSchedule, at most the drafter's
+    # num_assistant_tokens, when greedy; that fixed number when sampling (see draft_schedule.py).
+    draft_tokens: int | None = None
 
 
 @dataclass
@@ -40,7 +43,7 @@ class GenerationResult:
     prefill_seconds: float
     decode_seconds: float  # from the first generated token to the last
     speculative: bool
-    draft_tokens: int | None
+    draft_tokens: int | None  # the fixed K, or the most drafts a round may propose when adaptive
     proposed_drafts: int = 0
     accepted_drafts: int = 0
     verify_calls: int = 0
@@ -48,12 +51,20 @@ class GenerationResult:
     accepted_per_round: list[int] = field(default_factory=list)  # drafts kept in each verify step
     stop_reason: str = "length"
     notes: list[str] = field(default_factory=list)
+    adaptive_drafts: bool = False  # K chosen per round (DraftSchedule) rather than fixed
 
     @property
     def acceptance_rate(self) -> float | None:
         if not self.speculative:
             return None
         return self.accepted_drafts / self.proposed_drafts if self.proposed_drafts else 0.0
+
+    @property
+    def mean_drafts_per_step(self) -> float | None:
+        """Drafts proposed per verify call: K when fixed (less only when the budget cut the last rounds)."""
+        if not self.speculative:
+            return None
+        return self.proposed_drafts / self.verify_calls if self.verify_calls else 0.0
 
     @property
     def mean_accepted_per_step(self) -> float | None:
@@ -104,9 +115,12 @@ def generate(
     budget = max(0, min(config.max_new_tokens, context - prefill_tokens))
     speculative = config.speculative and model.has_drafter
     draft_tokens = (config.draft_tokens or model.manifest.drafter.num_assistant_tokens) if speculative else None
+    # Greedy output does not depend on K, so K may follow the measured costs; sampling keeps it
+    # fixed, because its random stream (and so a seeded run) depends on K.
+    schedule = _draft_schedule(model, draft_tokens) if speculative and config.draft_tokens is None and config.sampling.greedy else None
     rng = np.random.default_rng(config.seed)
     emitter = _Emitter(model.manifest.tokens.eos, budget, on_tokens)
-    result = GenerationResult([], prefill_tokens, 0.0, 0.0, speculative, draft_tokens)
+    result = GenerationResult([], prefill_tokens, 0.0, 0.0, speculative, draft_tokens, adaptive_drafts=schedule is not None)
     if budget == 0:
         result.stop_reason = "context"
         return result
@@ -123,16 +137,20 @@ def generate(
     while not emitter.stop_reason:
         if speculative:
             # Never draft past the token budget or the context (the verify writes K+1 positions).
-            drafts_now = min(draft_tokens, emitter.remaining - 1, context - cache.length - 1)
+            room = min(emitter.remaining - 1, context - cache.length - 1)
+            drafts_now = min(schedule.next_drafts(room) if schedule else draft_tokens, room)
             if drafts_now >= 1:
-                emitted, last_hidden = _speculative_round(model, cache, token, last_hidden, drafts_now, config, rng, result)
+                emitted, last_hidden = _speculative_round(model, cache, token, last_hidden, drafts_now, config, rng, result, schedule)
                 token = emitted[-1]
                 emitter.emit(emitted)
                 continue
         if cache.length >= context:
             emitter.stop_reason = "context"
             break
+        step_from = time.perf_counter()
         logits, hidden = model.decode(model.embed_tokens([token]), cache)
+        if schedule is not None:
+            schedule.record_plain(time.perf_counter() - step_from)
         token = next_token(logits[-1], config.sampling, rng)
         last_hidden = hidden[-1][None, None]
         emitter.emit([token])
@@ -141,6 +159,14 @@ def generate(
     result.token_ids = emitter.tokens
     result.stop_reason = emitter.stop_reason
     return result
+
+
+def _draft_schedule(model: RuntimeModel, max_drafts: int) -> DraftSchedule:
+    """The model's schedule, kept across generations: costs and acceptance are properties of
+    the model on this machine, and a fresh schedule spends its first rounds measuring."""
+    if model.draft_schedule is None or model.draft_schedule.max_drafts != max_drafts:
+        model.draft_schedule = DraftSchedule(max_drafts)
+    return model.draft_schedule
 
 
 def _speculative_round(
@@ -152,15 +178,17 @@ def _speculative_round(
     config: GenerationConfig,
     rng: np.random.Generator,
     result: GenerationResult,
+    schedule: DraftSchedule | None = None,
 ) -> tuple[list[int], np.ndarray]:
     """Draft `num_drafts` tokens after `token`, verify them, roll the cache back past the first
     rejection. Returns the emitted tokens (accepted drafts + one) and the hidden state [1, 1, H]
-    that predicted the last of them."""
+    that predicted the last of them. The round's timings and outcome go to `schedule`."""
     start = cache.length  # P: position of `token`
     greedy = config.sampling.greedy
     drafts: list[int] = []
     draft_probs = []  # q_j [V] per draft; greedy needs none
     previous = token
+    drafting_from = time.perf_counter()
     for _ in range(num_drafts):
         logits, hidden = model.draft(model.embed_tokens([previous]), hidden, cache)
         if greedy:
@@ -171,12 +199,16 @@ def _speculative_round(
             draft_probs.append(probs)
         drafts.append(previous)
 
+    verifying_from = time.perf_counter()
     logits, verify_hidden = model.decode(model.embed_tokens([token, *drafts]), cache)  # [K+1, V], [K+1, H]
+    verified_at = time.perf_counter()
     if greedy:
         accepted, following = greedy_accept(logits, drafts)
     else:
         accepted, following = accept_drafts(probabilities(logits, config.sampling), np.stack(draft_probs), drafts, rng)
     cache.trim(start + accepted + 1)
+    if schedule is not None:
+        schedule.record(num_drafts, accepted, verifying_from - drafting_from, verified_at - verifying_from)
 
     result.proposed_drafts += num_drafts
     result.accepted_drafts += accepted

@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from .backend import Backend, OnnxRuntimeBackend
+from .draft_schedule import DraftSchedule
 from .errors import GemmaEdgeError
 from .kv_cache import KVCache
 from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
@@ -19,6 +20,7 @@ class RuntimeModel(Protocol):
 
     manifest: Manifest
     backend: Backend
+    draft_schedule: DraftSchedule | None  # what speculation has measured on this model (generate.py)
 
     @property
     def has_drafter(self) -> bool: ...
@@ -54,6 +56,7 @@ class GraphModel:
     def __init__(self, manifest: Manifest, backend: Backend):
         self.manifest = manifest
         self.backend = backend
+        self.draft_schedule: DraftSchedule | None = None
         self.graph_names = manifest.graph_names(self.format)
         for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
             if role not in self.graph_names:
