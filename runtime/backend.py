@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,11 @@ class Backend(Protocol):
 
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
         """A buffer holding `value`, to bind as `tensor` of (graph, signature)."""
+        ...
+
+    def drop_bindings(self) -> None:
+        """Forget what was kept for the bound buffers of earlier calls, and with it the
+        buffers themselves (a finished cache's)."""
         ...
 
 
@@ -198,6 +204,7 @@ class LiteRtBackend:
         self.started: set[tuple[str, str]] = set()  # (graph, signature) pairs that have run
         self._buffers: dict[tuple[str, str, str, str], object] = {}  # (graph, signature, "in"/"out", tensor)
         self._outputs: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
+        self._calls: dict[tuple[str, str], _SignatureCall] = {}  # (graph, signature) -> its last call's buffer maps
         options = Options(cpu_options=CpuOptions(num_threads=threads or default_threads(), xnnpack_flags=XNNPACK_FLAGS))
         for name, spec in manifest.graphs.items():
             if spec.format != "tflite":
@@ -254,20 +261,44 @@ class LiteRtBackend:
         self.started.add((graph, signature))
         return outputs
 
+    def drop_bindings(self) -> None:
+        """Forget the kept buffer maps, and with them the bound buffers they hold (a finished cache's)."""
+        self._calls.clear()
+
     def _run(self, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]) -> dict[str, np.ndarray]:
-        inputs = dict(bound)
+        call = self._call(graph, signature, tuple(feeds), bound)
         for tensor, value in feeds.items():
-            buffer = self._buffer(graph, signature, "in", tensor)
-            buffer.write(np.ascontiguousarray(value))
-            inputs[tensor] = buffer
+            call.inputs[tensor].write(np.ascontiguousarray(value))
+        self.models[graph].run_by_name(signature, call.inputs, call.outputs)
+        return {tensor: buffer.read(size, dtype).reshape(shape) for tensor, buffer, size, dtype, shape in call.reads}
+
+    def _call(self, graph: str, signature: str, fed: tuple[str, ...], bound: dict[str, object]) -> _SignatureCall:
+        """The buffer maps of one signature for these fed names and this bound dict, kept while
+        the same dict comes back (a KV cache passes its own on every step), so a decode step
+        does not rebuild maps of ~30 buffers."""
+        kept = self._calls.get((graph, signature))
+        if kept is not None and kept.bound is bound and kept.fed == fed:
+            return kept
+        inputs = {**bound, **{tensor: self._buffer(graph, signature, "in", tensor) for tensor in fed}}
         shapes = self._outputs[(graph, signature)]
         outputs = {tensor: bound[tensor] if tensor in bound else self._buffer(graph, signature, "out", tensor) for tensor in shapes}
-        self.models[graph].run_by_name(signature, inputs, outputs)
-        return {
-            tensor: outputs[tensor].read(int(np.prod(shape)), dtype).reshape(shape)
-            for tensor, (shape, dtype) in shapes.items()
-            if tensor not in bound
-        }
+        reads = [(tensor, outputs[tensor], int(np.prod(shape)), dtype, shape) for tensor, (shape, dtype) in shapes.items() if tensor not in bound]
+        call = _SignatureCall(bound, fed, inputs, outputs, reads)
+        self._calls[(graph, signature)] = call
+        return call
+
+
+@dataclass
+class _SignatureCall:
+    """What one LiteRT signature call passes: the caller's bound buffers plus the signature's
+    own input buffers (`inputs`), its output buffers (`outputs`), and the outputs to read back
+    as (name, buffer, element count, dtype, shape)."""
+
+    bound: dict[str, object]
+    fed: tuple[str, ...]
+    inputs: dict[str, object]
+    outputs: dict[str, object]
+    reads: list[tuple[str, object, int, np.dtype, tuple[int, ...]]]
 
 
 def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None) -> Backend:

@@ -25,7 +25,7 @@ from .litert_signatures import (
     vision_budgets,
 )
 from .manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
-from .masks import BLOCKED, litert_decoder_mask
+from .masks import causal_rows, litert_decoder_mask
 from .model import GraphModel
 
 
@@ -74,10 +74,16 @@ class LiteRtModel(GraphModel):
         return self.backend.run(self.graph_names[role], feeds, signature, bound)
 
     def new_cache(self) -> KVCache:
+        # The kept buffer maps hold the previous cache: free it before allocating the new one.
+        self._drafter_bound = (None, {})
+        self.backend.drop_bindings()
         return new_fixed_cache(self.manifest.model.cache_layers, self.capacity, self.backend, self.graph_names[GraphRole.DECODER])
 
     def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
         """token ids [S] -> embeddings [1, S, H]."""
+        if len(token_ids) == 1 and 1 in self.embedder_lengths:  # a decode step's token: nothing to cut or pad
+            single = np.array([token_ids], np.int32)
+            return self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[1], {"token_ids": single})["embeddings"]
         ids = np.asarray(token_ids, dtype=np.int32)
         pieces, start = [], 0
         for size, real in plan_chunks(len(ids), list(self.embedder_lengths)):
@@ -86,7 +92,7 @@ class LiteRtModel(GraphModel):
             embeddings = self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[size], {"token_ids": chunk})["embeddings"]
             pieces.append(embeddings[:, :real])
             start += real
-        return np.concatenate(pieces, axis=1)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
     def decode(
         self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
@@ -96,6 +102,8 @@ class LiteRtModel(GraphModel):
         hidden states [S, H]. The prefill signatures compute every row's logits regardless."""
         seq = embeds.shape[1]
         cache.check_room(seq)
+        if seq == 1 and block_ids is None:
+            return self._decode_one(embeds, cache)
         room = cache.capacity - cache.length
         if block_ids is None:
             chunks = plan_chunks(seq, list(self.decoder_lengths), room=room)
@@ -117,13 +125,33 @@ class LiteRtModel(GraphModel):
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])
             done += real
-        logits_rows = np.concatenate(logits)
-        return (logits_rows if all_logits else logits_rows[-1:]), np.concatenate(hidden)
+        logits_rows, hidden_rows = (logits[0], hidden[0]) if len(chunks) == 1 else (np.concatenate(logits), np.concatenate(hidden))
+        return (logits_rows if all_logits else logits_rows[-1:]), hidden_rows
+
+    def _decode_one(self, embeds: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
+        """decode() of one text token [1, 1, H] through the `decode` signature, the step of
+        every generated token: no chunk planning, padding or joining. The Python work between
+        two LiteRT calls runs on caches the previous call evicted, so every numpy call counts
+        (~10 us each on the built-in model)."""
+        position = cache.length
+        feeds = {
+            "embeddings": embeds.astype(np.float32, copy=False),
+            "input_pos": np.array([position], np.int32),
+            "mask": causal_rows(position, 1, cache.capacity),
+        }
+        outputs = self._run(GraphRole.DECODER, DECODE, feeds, bound=cache.bound)
+        cache.length += 1
+        return outputs["logits"][0], outputs["activations"][0]
 
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
         """One drafter step for the token at position cache.length (not yet cached).
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H]."""
-        return self._draft(token_embed, target_hidden, cache.length, {}, cache.bound)
+
+        def names() -> dict[str, object]:
+            wanted = self._spec(GraphRole.DRAFTER).signatures[0].input_names()
+            return {name: buffer for name, buffer in cache.bound.items() if name in wanted}
+
+        return self._draft(token_embed, target_hidden, cache.length, {}, self._drafter_buffers(cache, names))
 
     def draft_with_kv(
         self,
@@ -148,20 +176,18 @@ class LiteRtModel(GraphModel):
         kv_arrays: dict[str, np.ndarray],
         kv_buffers: dict[str, object],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The drafter reads the store layers' K/V: numpy arrays (copied in) or bound buffers."""
+        """The drafter reads the store layers' K/V: numpy arrays (copied in) or bound buffers
+        (`kv_buffers`: exactly the drafter's cache inputs)."""
         spec = self._spec(GraphRole.DRAFTER)
         signature = spec.signatures[0]
         last_cached = position - 1  # LiteRT-LM's input_pos: the last position with K/V
-        mask = np.where(np.arange(self.capacity) <= last_cached, np.float32(0.0), BLOCKED).astype(np.float32)
         feeds = {
             "activations": np.concatenate([token_embed, target_hidden], axis=-1).astype(np.float32),
             "input_pos": np.array([last_cached], np.int32),
-            "mask": mask[None, None, None],
+            "mask": causal_rows(last_cached, 1, self.capacity),  # [1, 1, 1, C]: kv <= last_cached
         }
-        wanted = [name for name in signature.input_names() if name.startswith("kv_cache_")]
-        feeds.update({name: kv_arrays[name] for name in wanted if name in kv_arrays})
-        bound = {name: kv_buffers[name] for name in wanted if name in kv_buffers}
-        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds, bound)
+        feeds.update({name: kv_arrays[name] for name in signature.input_names() if name in kv_arrays})
+        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds, kv_buffers)
         return outputs["logits"][0, 0], outputs["projected_activations"]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:

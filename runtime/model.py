@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
-from .backend import Backend, OnnxRuntimeBackend
+from .backend import Backend
 from .draft_schedule import DraftSchedule
 from .errors import GemmaEdgeError
 from .kv_cache import KVCache
@@ -57,6 +58,7 @@ class GraphModel:
         self.manifest = manifest
         self.backend = backend
         self.draft_schedule: DraftSchedule | None = None
+        self._drafter_bound: tuple[KVCache | None, dict[str, object]] = (None, {})  # (cache, its drafter buffers)
         self.graph_names = manifest.graph_names(self.format)
         for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
             if role not in self.graph_names:
@@ -66,6 +68,13 @@ class GraphModel:
     def has_drafter(self) -> bool:
         return GraphRole.DRAFTER in self.graph_names and self.manifest.drafter is not None
 
+    def _drafter_buffers(self, cache: KVCache, names: Callable[[], dict[str, object]]) -> dict[str, object]:
+        """The cache buffers the drafter binds, as one dict per cache (built by `names` on the
+        first draft over `cache`): a backend keeps its binding while the same dict comes back."""
+        if self._drafter_bound[0] is not cache:
+            self._drafter_bound = (cache, names())
+        return self._drafter_bound[1]
+
 
 class ExportedModel(GraphModel):
     """The ONNX graphs: dynamic sequence axes; the caches are buffers of the context length,
@@ -73,16 +82,11 @@ class ExportedModel(GraphModel):
 
     format = "onnx"
 
-    def __init__(self, manifest: Manifest, backend: Backend):
-        super().__init__(manifest, backend)
-        self._drafter_bound: tuple[KVCache | None, dict[str, object]] = (None, {})
-
     def new_cache(self) -> KVCache:
         # The previous cache's buffers are still referenced by the kept bindings: let them go
         # before allocating the new ones, or a second generation would briefly hold two caches.
         self._drafter_bound = (None, {})
-        if isinstance(self.backend, OnnxRuntimeBackend):
-            self.backend.drop_bindings()
+        self.backend.drop_bindings()
         capacity = self.manifest.model.context_length
         decoder = self.graph_names[GraphRole.DECODER]
         layers: dict[int, tuple[object, object]] = {}
@@ -136,14 +140,16 @@ class ExportedModel(GraphModel):
 
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H].
         """
-        if self._drafter_bound[0] is not cache:  # one dict per cache, so the backend keeps its binding
+
+        def names() -> dict[str, object]:
             bound = {}
             for layer_type, layer in self.manifest.model.store_layers.items():
                 key, value = cache.layers[layer]
                 bound[drafter_kv_input("key", LayerType(layer_type))] = key
                 bound[drafter_kv_input("value", LayerType(layer_type))] = value
-            self._drafter_bound = (cache, bound)
-        return self._draft(token_embed, target_hidden, cache.length, {}, self._drafter_bound[1])
+            return bound
+
+        return self._draft(token_embed, target_hidden, cache.length, {}, self._drafter_buffers(cache, names))
 
     def draft_with_kv(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gemma_edge.runtime.masks import BLOCKED, decoder_masks, drafter_masks
+from gemma_edge.runtime.masks import BLOCKED, causal_rows, decoder_masks, drafter_masks, litert_decoder_mask
 
 WINDOW = 4
 LENGTH = 12
@@ -171,3 +171,46 @@ def test_drafter_masks_hide_kv_at_or_after_the_query() -> None:
     mask_full, mask_sliding = drafter_masks(5, 8, WINDOW)
     np.testing.assert_array_equal(np.flatnonzero(visible(mask_full)[0]), [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(np.flatnonzero(visible(mask_sliding)[0]), [2, 3, 4])
+
+
+# --- the TFLite decoder's causal rows, cut from a precomputed ramp ---------------------------
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_causal_rows_are_the_causal_mask(rows: int) -> None:
+    """causal_rows slices a ramp instead of comparing positions: it must equal kv <= q for every
+    start (-1: nothing cached yet, the drafter's first step) up to the last that fits."""
+    capacity = 16
+    for first in range(-1 if rows == 1 else 0, capacity - rows + 1):
+        mask = causal_rows(first, rows, capacity)
+        expected = np.arange(capacity)[None, :] <= np.arange(first, first + rows)[:, None]
+        assert mask.shape == (1, 1, rows, capacity) and mask.flags.writeable
+        assert np.array_equal(visible(mask), expected)
+        assert np.array_equal(litert_decoder_mask(np.arange(first, first + rows), capacity), mask) or first < 0
+
+
+def test_causal_rows_refuse_queries_past_the_capacity() -> None:
+    with pytest.raises(ValueError, match="do not fit"):
+        causal_rows(14, 3, 16)
+
+
+@pytest.mark.parametrize("window", [1, 4, 128])
+def test_decode_step_masks_match_the_general_rule(window: int) -> None:
+    """decoder_masks builds a decode step's masks (one query, the last position) directly: they
+    must equal the comparison of every key with the query."""
+    for kv_length in range(1, 3 * window + 3):
+        query = kv_length - 1
+        keys = np.arange(kv_length)
+        mask_full, mask_sliding = decoder_masks(np.array([query]), kv_length, window)
+        assert np.array_equal(visible(mask_full), (keys <= query)[None])
+        assert np.array_equal(visible(mask_sliding), ((keys <= query) & (keys > query - window))[None])
+
+
+@pytest.mark.parametrize("window", [1, 4, 128])
+def test_runtime_drafter_masks_match_the_general_rule(window: int) -> None:
+    """The runtime's drafter step (one query at P over the P cached keys) is built directly too."""
+    for position in range(0, 3 * window + 3):
+        keys = np.arange(position)
+        mask_full, mask_sliding = drafter_masks(position, position, window)
+        assert np.array_equal(visible(mask_full), (keys < position)[None])
+        assert np.array_equal(visible(mask_sliding), ((keys < position) & (keys > position - window))[None])
