@@ -102,7 +102,7 @@ class LiteRtModel(GraphModel):
         hidden states [S, H]. The prefill signatures compute every row's logits regardless."""
         seq = embeds.shape[1]
         cache.check_room(seq)
-        if seq == 1 and block_ids is None:
+        if seq == 1 and block_ids is None and self.decoder_lengths.get(1) == DECODE:
             return self._decode_one(embeds, cache)
         room = cache.capacity - cache.length
         if block_ids is None:
