@@ -21,10 +21,10 @@ estimates next to the best K keep learning.
 
 Why measure: the best K is a property of the model, the backend and the machine together. On
 the built-in int4 model on onnxruntime (2 vCPUs) a verify of 5 tokens costs ~1.6 decode steps
-and acceptance falls with position, so K=1 and K=2 beat the drafter's K=4 (1347 and 1287 against
-~1200 tok/s, fixed K, 64 tokens x 8); TFLite's verify signature
-has a fixed length, so there a shorter K saves only drafter calls; on a 12B model a drafter
-call is ~2% of a verify and long drafts pay.
+and acceptance falls with position, so K=1 and K=2 beat the drafter's K=4 (1347 and 1287
+against ~1200 tok/s, fixed K, 64 tokens x 8); TFLite's verify signature has a fixed length,
+so there a shorter K saves only drafter calls; on a 12B model a drafter call is ~2% of a
+verify and long drafts pay.
 
 Greedy decoding emits the same tokens for every K, so the schedule changes speed only. With
 sampling the random stream depends on K, so generate() keeps K fixed there (a seed reproduces
