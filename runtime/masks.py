@@ -70,13 +70,32 @@ def litert_decoder_mask(
 
 def _one_query_seeing_all(kv_length: int, blocked_on_sliding: int) -> tuple[np.ndarray, np.ndarray]:
     """(mask_full, mask_sliding) [1, 1, 1, T] of one query that sees every key, except the first
-    `blocked_on_sliding` on sliding layers (those before the window): a decode or draft step.
+    `blocked_on_sliding` on sliding layers (those before the window): the runtime's draft step.
     Built directly rather than by comparing keys, because the Python work between two graph
-    calls is slow (each call evicts the caches) and a step is ~10 numpy calls cheaper so (the
-    built-in int4 model decodes 4% faster on onnxruntime)."""
+    calls is slow (each call evicts the caches) and this is ~10 numpy calls fewer (with the
+    decode step's masks built alike, the built-in int4 model decodes 4% faster on onnxruntime)."""
     mask_full = np.zeros((1, 1, 1, kv_length), np.float32)
     mask_sliding = mask_full.copy()
     mask_sliding[..., : max(0, blocked_on_sliding)] = BLOCKED
+    return mask_full, mask_sliding
+
+
+MAX_DIRECT_ROWS = 8  # up to this many queries (a decode or verify step) masks are built row by row
+
+
+def _text_rows_at_the_end(kv_length: int, rows: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mask_full, mask_sliding) [1, 1, rows, T] of text queries at the last `rows` positions
+    T-rows..T-1: row r sees every key up to its own position, and on sliding layers none
+    before its window. Built by slicing rather than comparing every key, for the same reason
+    as _one_query_seeing_all (a verify step of 2 / 5 tokens on the built-in model: 17 / 36 us
+    cheaper, 40 calls x 10 interleaved)."""
+    first = kv_length - rows
+    mask_full = np.zeros((1, 1, rows, kv_length), np.float32)
+    for row in range(rows - 1):
+        mask_full[0, 0, row, first + row + 1 :] = BLOCKED  # the queries after it
+    mask_sliding = mask_full.copy()
+    for row in range(rows):
+        mask_sliding[0, 0, row, : max(0, first + row - sliding_window + 1)] = BLOCKED  # before the window
     return mask_full, mask_sliding
 
 
@@ -88,8 +107,9 @@ def decoder_masks(
     block_ids [kv_length] int: the image block each position belongs to, -1 for text;
     None when the sequence has no image. Returns (mask_full, mask_sliding), each [1, 1, S, T].
     """
-    if block_ids is None and len(query_positions) == 1 and query_positions[0] == kv_length - 1:
-        return _one_query_seeing_all(kv_length, blocked_on_sliding=kv_length - sliding_window)  # a decode step
+    rows = len(query_positions)
+    if block_ids is None and rows <= MAX_DIRECT_ROWS and np.array_equal(query_positions, np.arange(kv_length - rows, kv_length)):
+        return _text_rows_at_the_end(kv_length, rows, sliding_window)  # a decode or verify step
     queries = np.asarray(query_positions, dtype=np.int64)[:, None]  # [S, 1]
     keys = np.arange(kv_length, dtype=np.int64)[None, :]  # [1, T]
     causal = keys <= queries

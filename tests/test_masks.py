@@ -214,3 +214,16 @@ def test_runtime_drafter_masks_match_the_general_rule(window: int) -> None:
         mask_full, mask_sliding = drafter_masks(position, position, window)
         assert np.array_equal(visible(mask_full), (keys < position)[None])
         assert np.array_equal(visible(mask_sliding), ((keys < position) & (keys > position - window))[None])
+
+
+@pytest.mark.parametrize("rows", [2, 5, 8, 9])
+def test_verify_step_masks_match_the_general_rule(rows: int) -> None:
+    """A verify step's masks (the last `rows` positions) are built row by row up to
+    MAX_DIRECT_ROWS; beyond, by comparison. Both must equal the rule."""
+    window = 4
+    for kv_length in range(rows, rows + 3 * window):
+        queries = np.arange(kv_length - rows, kv_length)[:, None]
+        keys = np.arange(kv_length)[None, :]
+        mask_full, mask_sliding = decoder_masks(queries[:, 0], kv_length, window)
+        assert np.array_equal(visible(mask_full), keys <= queries)
+        assert np.array_equal(visible(mask_sliding), (keys <= queries) & (keys > queries - window))
