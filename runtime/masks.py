@@ -68,27 +68,16 @@ def litert_decoder_mask(
     return _additive(visibility(query_positions, capacity, block_ids))
 
 
-def _one_query_seeing_all(kv_length: int, blocked_on_sliding: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mask_full, mask_sliding) [1, 1, 1, T] of one query that sees every key, except the first
-    `blocked_on_sliding` on sliding layers (those before the window): the runtime's draft step.
-    Built directly rather than by comparing keys, because the Python work between two graph
-    calls is slow (each call evicts the caches) and this is ~10 numpy calls fewer (with the
-    decode step's masks built alike, the built-in int4 model decodes 4% faster on onnxruntime)."""
-    mask_full = np.zeros((1, 1, 1, kv_length), np.float32)
-    mask_sliding = mask_full.copy()
-    mask_sliding[..., : max(0, blocked_on_sliding)] = BLOCKED
-    return mask_full, mask_sliding
-
-
 MAX_DIRECT_ROWS = 8  # up to this many queries (a decode or verify step) masks are built row by row
 
 
 def _text_rows_at_the_end(kv_length: int, rows: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
     """(mask_full, mask_sliding) [1, 1, rows, T] of text queries at the last `rows` positions
     T-rows..T-1: row r sees every key up to its own position, and on sliding layers none
-    before its window. Built by slicing rather than comparing every key, for the same reason
-    as _one_query_seeing_all (a verify step of 2 / 5 tokens on the built-in model: 17 / 36 us
-    cheaper, 40 calls x 10 interleaved)."""
+    before its window. Built by slicing rather than comparing every key: the Python work
+    between two graph calls is slow (each call evicts the caches), and this is ~10 numpy calls
+    fewer (the built-in int4 model decodes 4% faster on onnxruntime; a verify step of 2 / 5
+    tokens is 17 / 36 us cheaper, 40 calls x 10 interleaved)."""
     first = kv_length - rows
     mask_full = np.zeros((1, 1, rows, kv_length), np.float32)
     for row in range(rows - 1):
@@ -123,7 +112,9 @@ def drafter_masks(positions: int | np.ndarray, kv_length: int, sliding_window: i
     layers only kv > P - window. The runtime passes one position P with kv_length == P; training
     passes many. Returns (mask_full, mask_sliding), each [1, 1, Q, T]."""
     if np.ndim(positions) == 0 and positions == kv_length:
-        return _one_query_seeing_all(kv_length, blocked_on_sliding=kv_length - sliding_window + 1)  # the runtime's
+        # The runtime's step: a decode step's masks at P over keys 0..P, without key P itself.
+        mask_full, mask_sliding = _text_rows_at_the_end(kv_length + 1, 1, sliding_window)
+        return mask_full[..., :kv_length], mask_sliding[..., :kv_length]
     queries = np.atleast_1d(np.asarray(positions, dtype=np.int64))[:, None]  # [Q, 1]
     keys = np.arange(kv_length, dtype=np.int64)[None, :]
     visible = keys < queries
