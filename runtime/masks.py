@@ -8,8 +8,6 @@ attend to each other, future ones included) - still cut by the window.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 BLOCKED = np.finfo(np.float32).min  # added to the scores of positions a query must not see
@@ -31,28 +29,19 @@ def visibility(query_positions: np.ndarray, kv_length: int, block_ids: np.ndarra
     return visible
 
 
-@lru_cache(maxsize=4)
-def _causal_ramp(width: int) -> np.ndarray:
-    """[2W] read-only: 0 for the first W entries, BLOCKED after. Its window [W-1-q, 2W-1-q) is
-    the causal row of a query at q (-1 <= q < W) over keys 0..W-1: key k sits at W-1-q+k,
-    which is in the zeros exactly when k <= q."""
-    ramp = np.full(2 * width, BLOCKED, np.float32)
-    ramp[:width] = 0.0
-    ramp.flags.writeable = False
-    return ramp
-
-
 def causal_rows(first_position: int, rows: int, width: int) -> np.ndarray:
     """[1, 1, rows, width] additive causal mask of queries at first_position, first_position+1,
-    ... over keys 0..width-1, copied from one cached ramp instead of compared key by key (the
-    per-token mask of a TFLite decode step, C wide, is then a 4 kB copy)."""
+    ... over keys 0..width-1, built row by row (each row blocks the keys after its query)
+    rather than by comparing every key with every query: the Python work between two graph
+    calls is slow (each call evicts the caches), and a decode or verify step's masks are ~10
+    numpy calls fewer so (the built-in int4 model decodes 4% faster on onnxruntime; a verify
+    of 2 / 5 tokens is 17 / 36 us cheaper, 40 calls x 10 interleaved)."""
     if first_position < -1 or first_position + rows > width or rows < 1:
         raise ValueError(f"{rows} queries from position {first_position} do not fit {width} keys")
-    ramp = _causal_ramp(width)
-    top = width - 1 - first_position  # where the first query's row starts; each next one starts 1 earlier
-    if rows == 1:
-        return ramp[top : top + width][None, None, None].copy()
-    return np.stack([ramp[top - row : top - row + width] for row in range(rows)])[None, None]
+    mask = np.zeros((1, 1, rows, width), np.float32)
+    for row in range(rows):
+        mask[0, 0, row, first_position + row + 1 :] = BLOCKED
+    return mask
 
 
 def litert_decoder_mask(
@@ -73,15 +62,10 @@ MAX_DIRECT_ROWS = 8  # up to this many queries (a decode or verify step) masks a
 
 def _text_rows_at_the_end(kv_length: int, rows: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
     """(mask_full, mask_sliding) [1, 1, rows, T] of text queries at the last `rows` positions
-    T-rows..T-1: row r sees every key up to its own position, and on sliding layers none
-    before its window. Built by slicing rather than comparing every key: the Python work
-    between two graph calls is slow (each call evicts the caches), and this is ~10 numpy calls
-    fewer (the built-in int4 model decodes 4% faster on onnxruntime; a verify step of 2 / 5
-    tokens is 17 / 36 us cheaper, 40 calls x 10 interleaved)."""
+    T-rows..T-1: row r sees every key up to its own position (causal_rows), and on sliding
+    layers none before its window."""
     first = kv_length - rows
-    mask_full = np.zeros((1, 1, rows, kv_length), np.float32)
-    for row in range(rows - 1):
-        mask_full[0, 0, row, first + row + 1 :] = BLOCKED  # the queries after it
+    mask_full = causal_rows(first, rows, kv_length)
     mask_sliding = mask_full.copy()
     for row in range(rows):
         mask_sliding[0, 0, row, : max(0, first + row - sliding_window + 1)] = BLOCKED  # before the window

@@ -173,12 +173,12 @@ def test_drafter_masks_hide_kv_at_or_after_the_query() -> None:
     np.testing.assert_array_equal(np.flatnonzero(visible(mask_sliding)[0]), [2, 3, 4])
 
 
-# --- the TFLite decoder's causal rows, cut from a precomputed ramp ---------------------------
+# --- causal rows built row by row (the TFLite decoder's mask, the decode and verify steps') ----------
 
 
 @pytest.mark.parametrize("rows", [1, 2, 5])
 def test_causal_rows_are_the_causal_mask(rows: int) -> None:
-    """causal_rows slices a ramp instead of comparing positions: it must equal kv <= q for every
+    """causal_rows blocks each row's later keys instead of comparing positions: it must equal kv <= q for every
     start (-1: nothing cached yet, the drafter's first step) up to the last that fits."""
     capacity = 16
     for first in range(-1 if rows == 1 else 0, capacity - rows + 1):
