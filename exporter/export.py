@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemma_edge.quantize.recipes import Recipe, get_recipe
-from gemma_edge.quantize.tflite_quantize import quantize_tflite
-from gemma_edge.quantize.zero_rows import lift_zero_rows
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.runtime.native_output import quiet_native_output
@@ -94,7 +92,7 @@ def export(options: ExportOptions) -> Manifest:
     _check_output(options, recipe)
 
     formats = _formats(options)
-    progress = StageProgress(total=3 + len(formats) + 2 * ("tflite" in formats), enabled=options.show_progress)
+    progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
     with progress.stage(f"Reading {'the built-in reference model' if use_builtin else checkpoint_dir} (shapes only)"):
         # ONNX streams every weight from the checkpoint: the models hold names and shapes only.
         target, drafter = _load(checkpoint_dir, drafter_dir, weights=False)
@@ -112,9 +110,9 @@ def export(options: ExportOptions) -> Manifest:
         if "tflite" in formats:
             verify_length = (drafter_summary.num_assistant_tokens if drafter_summary else DEFAULT_DRAFT_TOKENS) + 1
             shapes = litert_shapes(summary, verify_length, options.prefill_lengths)
-            with progress.stage("Loading the weights for the TFLite conversion"):
-                loaded_target, loaded_drafter = _load(checkpoint_dir, drafter_dir, weights=True)
-            graphs |= _write_tflite_graphs(loaded_target, loaded_drafter, summary, shapes, staging, recipe, progress)
+            # A fresh skeleton: the ONNX writer moved the first one's buffers to the meta device.
+            skeleton_target, skeleton_drafter = _load(checkpoint_dir, drafter_dir, weights=False)
+            graphs |= _write_tflite_graphs(skeleton_target, skeleton_drafter, summary, shapes, staging, recipe, progress)
         shutil.copyfile(checkpoint_dir / "tokenizer.json", staging / "tokenizer.json")
         tokens = token_ids(target.config, target.generation_config.get("eos_token_id"))
         bundle = None
@@ -188,19 +186,17 @@ def _write_tflite_graphs(
     recipe: Recipe,
     progress: StageProgress,
 ) -> dict[str, GraphSpec]:
-    """Manifest keys are `<component>_tflite`, beside the ONNX graphs' `<component>`."""
+    """Each graph traced without its weights, which are streamed into the file (exporter/tflite_writer.py).
+    Manifest keys are `<component>_tflite`, beside the ONNX graphs' `<component>`."""
     converted = build_litert_graphs(target, drafter, summary, shapes)
+    sources = WeightSources([loaded for loaded in (target, drafter) if loaded is not None])
     graphs = {}
     quantized = "" if recipe.name == "fp32" else f", quantized {recipe.name}"
     with progress.stage(f"Converting {len(converted)} TFLite graphs ({', '.join(g.name for g in converted)}){quantized}"):
         for graph in converted:
-            path = folder / f"{graph.name}.tflite"
-            if recipe.name == "fp32":
-                graphs[f"{graph.name}_tflite"] = write_tflite(graph, path, recipe.name)
-                continue
-            with lift_zero_rows(graph.module):  # zero rows would become scales XNNPACK rejects
-                graphs[f"{graph.name}_tflite"] = write_tflite(graph, path, recipe.name)
-            quantize_tflite(path, graph.role, recipe)
+            file = f"{graph.name}.tflite"
+            tensor_progress = partial(progress.tensor_progress, file)
+            graphs[f"{graph.name}_tflite"] = write_tflite(graph, folder / file, sources, recipe, tensor_progress)
     return graphs
 
 

@@ -70,6 +70,11 @@ class WeightSources:
                 if name in checkpoint.weights.files:
                     self._checkpoint[id(tensor)] = (tensor, CheckpointTensor(checkpoint.weights, name))
 
+    def checkpoint_tensor(self, tensor: torch.Tensor) -> CheckpointTensor | None:
+        """Where `tensor` (a parameter or persistent buffer of the models) is stored, if anywhere."""
+        entry = self._checkpoint.get(id(tensor))
+        return None if entry is None else entry[1]
+
     def move_buffers_to_meta(self, modules: list[nn.Module]) -> None:
         """Put every real buffer of `modules` on the meta device (torch.export wants one device),
         remembering its value, or its checkpoint key for persistent buffers."""

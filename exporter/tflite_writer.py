@@ -1,5 +1,6 @@
 """Write export-friendly modules to .tflite files with litert-torch: one file per graph, one
-signature per static shape, all signatures of a file sharing its weights.
+signature per static shape, all signatures of a file sharing its weights, which are streamed
+from the checkpoint into the file (never held whole: the 12B converts in a few GB).
 
 The modules are the ONNX path's (DecoderLayers, DrafterStep, the embedders) in their
 fixed-cache form (components/fixed_cache_steps.py): one model definition, two writers.
@@ -8,6 +9,7 @@ fixed-cache form (components/fixed_cache_steps.py): one model definition, two wr
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +29,18 @@ from gemma_edge.runtime.litert_signatures import (
 from gemma_edge.runtime.native_output import quiet_native_output
 from gemma_edge.runtime.manifest import GraphRole, GraphSpec, ModelSummary, SignatureSpec, TensorSpec, litert_cache_names
 
+from gemma_edge.quantize.recipes import Recipe
+from gemma_edge.quantize.tflite_quantize import TfliteSchemes
+
 from .checkpoint import Checkpoint
 from .components.decoder_step import DecoderLayers
 from .components.drafter_step import DrafterStep, drafter_cache_types
 from .components.embedders import AudioEmbedder, VisionEmbedder
 from .components.fixed_cache_steps import FixedCacheDecoder, FixedCacheDrafter, LiteRtTokenEmbedder
 from .layout import cache_layers, store_layers
+from .lazy_weights import WeightSources
+from .tflite_constants import TensorWritten, write_with_constants
+from .tflite_weight_inputs import WeightsAsInputs, materialize_small_tensors, streamed_weights
 
 DEFAULT_PREFILL_LENGTHS = (8, 32, 128)
 DEFAULT_IMAGE_TOKEN_BUDGETS = (70, 140, 280)
@@ -161,26 +169,40 @@ def build_litert_graphs(
     return graphs
 
 
-def write_tflite(graph: LiteRtGraph, path: Path, precision: str) -> GraphSpec:
-    """Trace every signature of `graph`, convert once, save, and describe the file as written."""
+def write_tflite(
+    graph: LiteRtGraph, path: Path, sources: WeightSources, recipe: Recipe, progress: Callable[[int, int], TensorWritten] | None = None
+) -> GraphSpec:
+    """Trace every signature of `graph` with its weights as inputs (exporter/tflite_weight_inputs.py),
+    convert once, write the weights into the file from the checkpoint (exporter/tflite_constants.py),
+    and describe the file as written. Memory: the graph and one block of weight rows."""
     with quiet_native_output():  # its native libraries log on import
         import litert_torch
 
     litert_torch.config.show_progress = False
-    module = graph.module.eval()
+    streamed = streamed_weights(graph.module, sources)
+    materialize_small_tensors(graph.module, sources, streamed)
+    module = WeightsAsInputs(graph.module, streamed).eval()
+    weight_samples = module.weight_samples(streamed)
+    traced = path.with_name(f".{path.name}.traced")
     converter = None
-    with torch.no_grad(), warnings.catch_warnings(), quiet_native_output():
-        warnings.simplefilter("ignore")
-        for name, sample in graph.samples.items():
-            target = litert_torch if converter is None else converter
-            converter = target.signature(name, module, sample_kwargs=sample)
-        assert converter is not None
-        converter.convert().export(str(path))
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), quiet_native_output():
+            warnings.simplefilter("ignore")
+            for name, sample in graph.samples.items():
+                target = litert_torch if converter is None else converter
+                converter = target.signature(name, module, sample_kwargs={**sample, **weight_samples})
+            assert converter is not None
+            converter.convert().export(str(traced))
+        write_with_constants(
+            traced.read_bytes(), path, streamed, TfliteSchemes(graph.role, recipe), quantized=recipe.name != "fp32", progress=progress
+        )
+    finally:
+        traced.unlink(missing_ok=True)
     return GraphSpec(
         role=graph.role,
         file=path.name,
         format="tflite",
-        precision=precision,
+        precision=recipe.name,
         inputs=(),
         outputs=(),
         signatures=read_signatures(path),

@@ -1,27 +1,30 @@
-"""Apply a recipe to a converted fp32 .tflite file with ai-edge-quantizer (all signatures at once).
+"""Which scheme each TFLite weight gets under a recipe, decided per op as ai-edge-quantizer decides it.
 
-Only dynamic recipes are used (int8 or int4 weights, activations quantized on the fly):
+Only dynamic schemes are used (int8 or int4 weights, activations quantized on the fly):
 weight-only int8 runs slower than float in XNNPACK (FINDINGS: 20 vs 116-135 tok/s in
-LiteRT-LM), so no recipe here produces it.
+LiteRT-LM), so no recipe here produces it. The bytes are ai-edge-quantizer's
+(quantize/tflite_tensors.py); the export writes them weight by weight (exporter/tflite_constants.py).
 
 Parts are told apart by the op names litert-torch writes (the module class path): MLP ops
 carry `..._mlp/`, attention projections `Linear_q_proj` .. `Linear_o_proj`; in the decoder the
-remaining fully-connected op is the lm_head. Later recipe entries override earlier ones for
-the ops their regex matches, so the decoder gets: lm_head scheme for every FC op, then the
-attention scheme, then the MLP scheme.
+remaining fully-connected op is the lm_head. As in an ai-edge-quantizer recipe, a later rule
+overrides an earlier one for the ops its regex finds in the op's scope (its output tensor
+names), so the decoder gets: lm_head scheme for every FC op, then attention, then MLP.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from dataclasses import dataclass
 
 from gemma_edge.runtime.manifest import GraphRole
-from gemma_edge.runtime.native_output import quiet_native_output
 
-from .recipes import Kind, Part, Recipe, WeightScheme
+from .recipes import Part, Recipe, WeightScheme
 
 ATTENTION_REGEX = ".*Linear_(q|k|v|o)_proj.*"
 MLP_REGEX = ".*_mlp/.*"
+FULLY_CONNECTED = "FULLY_CONNECTED"
+EMBEDDING_LOOKUP = "EMBEDDING_LOOKUP"
 _ROLE_PART = {
     GraphRole.DRAFTER: Part.DRAFTER,
     GraphRole.VISION_EMBEDDER: Part.VISION,
@@ -29,47 +32,35 @@ _ROLE_PART = {
 }
 
 
-def _entries(scheme: WeightScheme, regex: str, operation: str) -> list[dict]:
-    """ai-edge-quantizer recipe entries quantizing `operation` ops matching `regex` as `scheme`."""
-    from ai_edge_quantizer import qtyping, recipe
-
-    if not scheme.quantized:
-        return []
-    if scheme.kind == Kind.INT8:
-        entries = recipe.dynamic_wi8c_afp32(regex=regex, operation_name=operation)
-    else:
-        entries = recipe.dynamic_wi4b32_afp32(regex=regex, operation_name=operation)
-        granularity = qtyping.QuantGranularity[f"BLOCKWISE_{scheme.block_size}"]
-        for entry in entries:
-            config = entry["op_config"]["weight_tensor_config"]
-            config["granularity"] = granularity
-            config["symmetric"] = scheme.symmetric
-    return entries
+@dataclass(frozen=True)
+class TfliteRule:
+    regex: str  # searched in the op's scope
+    operation: str  # FULLY_CONNECTED or EMBEDDING_LOOKUP
+    scheme: WeightScheme
 
 
-def tflite_recipe(role: GraphRole, recipe: Recipe) -> list[dict]:
-    from ai_edge_quantizer import recipe as aq
-
-    fully_connected = aq.TFLOperationName.FULLY_CONNECTED
+def tflite_rules(role: GraphRole, recipe: Recipe) -> list[TfliteRule]:
     if role == GraphRole.TOKEN_EMBEDDER:
-        return _entries(recipe.scheme(Part.EMBEDDING), ".*", aq.TFLOperationName.EMBEDDING_LOOKUP)
+        return [TfliteRule(".*", EMBEDDING_LOOKUP, recipe.scheme(Part.EMBEDDING))]
     if role == GraphRole.DECODER:
-        return (
-            _entries(recipe.scheme(Part.LM_HEAD), ".*", fully_connected)
-            + _entries(recipe.scheme(Part.ATTENTION), ATTENTION_REGEX, fully_connected)
-            + _entries(recipe.scheme(Part.MLP), MLP_REGEX, fully_connected)
-        )
-    return _entries(recipe.scheme(_ROLE_PART[role]), ".*", fully_connected)
+        return [
+            TfliteRule(".*", FULLY_CONNECTED, recipe.scheme(Part.LM_HEAD)),
+            TfliteRule(ATTENTION_REGEX, FULLY_CONNECTED, recipe.scheme(Part.ATTENTION)),
+            TfliteRule(MLP_REGEX, FULLY_CONNECTED, recipe.scheme(Part.MLP)),
+        ]
+    return [TfliteRule(".*", FULLY_CONNECTED, recipe.scheme(_ROLE_PART[role]))]
 
 
-def quantize_tflite(path: Path, role: GraphRole, recipe: Recipe) -> None:
-    """Rewrite the fp32 .tflite at `path` in place according to `recipe`."""
-    entries = tflite_recipe(role, recipe)
-    if not entries:
-        return
-    with quiet_native_output():  # progress bars and size reports on stdout/stderr
-        from ai_edge_quantizer import quantizer
+class TfliteSchemes:
+    """scheme(scope, operation): the scheme of the last rule matching the op (None: none does,
+    or the scheme keeps float weights)."""
 
-        engine = quantizer.Quantizer(str(path))
-        engine.load_quantization_recipe(entries)
-        engine.quantize().export_model(str(path), overwrite=True)
+    def __init__(self, role: GraphRole, recipe: Recipe):
+        self.rules = tflite_rules(role, recipe)
+
+    def __call__(self, scope: str, operation: str) -> WeightScheme | None:
+        chosen = None
+        for rule in self.rules:
+            if rule.operation == operation and re.search(rule.regex, scope):
+                chosen = rule.scheme
+        return chosen if chosen is not None and chosen.quantized else None
