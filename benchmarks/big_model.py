@@ -2,6 +2,7 @@
 
     python benchmarks/checkpoint_12b.py --out CKPT          # a random-weight 12B-shaped checkpoint
     python benchmarks/big_model.py --checkpoint CKPT/target --drafter CKPT/drafter --work W [--json out.json]
+    python benchmarks/big_model.py ... --export-args "--format tflite --quant int4-b64-sym --context-length 4096" --backend litert
 
 Each measurement runs in a child process so its peak RSS (getrusage of that child) is its own:
   export      `gemma-edge export CKPT --target laptop-16gb` (or --quant/--format): wall time, peak RSS
@@ -67,7 +68,7 @@ def artifact_sizes(folder: Path) -> dict[str, int]:
     return sizes
 
 
-def time_steps(folder: Path, positions: list[int], repeats: int, threads: int) -> dict[str, Any]:
+def time_steps(folder: Path, positions: list[int], repeats: int, threads: int, backend: str) -> dict[str, Any]:
     """(In the child.) Load time, then plain/draft/verify step times at each position."""
     from gemma_edge.runtime.engine import open_model
     from gemma_edge.runtime.manifest import load_manifest
@@ -75,7 +76,7 @@ def time_steps(folder: Path, positions: list[int], repeats: int, threads: int) -
     started = time.perf_counter()
     manifest = load_manifest(folder)
     verified = time.perf_counter()
-    model = open_model("onnxruntime", folder, manifest, threads)
+    model = open_model(backend, folder, manifest, threads)
     opened = time.perf_counter()
     cache = model.new_cache()
     draft_tokens = manifest.drafter.num_assistant_tokens if manifest.drafter else 0
@@ -106,6 +107,17 @@ def time_steps(folder: Path, positions: list[int], repeats: int, threads: int) -
     return result
 
 
+def step_weight_bytes(artifacts: Path, backend: str) -> float:
+    """Weight bytes one decode step reads: the decoder's weights and one embedding row. A TFLite
+    file is its weights but for a flatbuffer of a few MB, all of which a decode step reads."""
+    if backend == "onnxruntime":
+        weights = our_graph_weights(artifacts)
+        return weights["decoder"].per_call(1) + weights["token_embedder"].per_call(1)
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    table = (artifacts / "token_embedder.tflite").stat().st_size
+    return (artifacts / "decoder.tflite").stat().st_size + table / manifest["model"]["vocab_size"]
+
+
 def speculative_ms_per_token(step: dict[str, float], draft_tokens: int, acceptance: float) -> float:
     """ms per token of one speculative round (K drafts + one verify of K+1) at a per-draft acceptance
     rate: the round emits 1 + sum over i<K of acceptance^(i+1) tokens on average."""
@@ -114,7 +126,7 @@ def speculative_ms_per_token(step: dict[str, float], draft_tokens: int, acceptan
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"machine: {report['machine']['cpu']}, {report['machine']['threads']} threads", ""]
+    lines = [f"machine: {report['machine']['cpu']}, {report['machine']['threads']} threads; backend {report.get('backend', 'onnxruntime')}", ""]
     lines.append("| step | wall | peak RSS |")
     lines.append("|---|---|---|")
     for name, row in report["commands"].items():
@@ -155,12 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--positions", default="64,4000")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", choices=("onnxruntime", "litert"), default="onnxruntime")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child-steps", type=Path, help=argparse.SUPPRESS)  # internal: the steps child
     args = parser.parse_args(argv)
     positions = [int(value) for value in args.positions.split(",")]
     if args.child_steps:
-        print(json.dumps(time_steps(args.child_steps, positions, args.repeats, args.threads)))
+        print(json.dumps(time_steps(args.child_steps, positions, args.repeats, args.threads, args.backend)))
         return
 
     commands: dict[str, dict[str, float]] = {}
@@ -173,20 +186,22 @@ def main(argv: list[str] | None = None) -> None:
         seconds, peak, _ = child_peak(export)
         commands["export " + args.export_args] = {"seconds": seconds, "peak_rss_gib": peak}
     with tempfile.NamedTemporaryFile(suffix=".json") as stats:
-        run = [GEMMA_EDGE, "run", str(artifacts), "--prompt", PROMPT, "--max-new-tokens", "16", "--threads", str(args.threads), "--stats-json", stats.name]
+        run = [GEMMA_EDGE, "run", str(artifacts), "--prompt", PROMPT, "--max-new-tokens", "16", "--threads", str(args.threads),
+               "--backend", args.backend, "--stats-json", stats.name]
         seconds, peak, _ = child_peak(run)
         commands["run (16 new tokens, speculative)"] = {"seconds": seconds, "peak_rss_gib": peak, "stats": json.loads(Path(stats.name).read_text())}
     steps_seconds, steps_peak, steps_out = child_peak([sys.executable, __file__, "--work", str(args.work), "--positions", args.positions,
-                                                       "--repeats", str(args.repeats), "--threads", str(args.threads), "--child-steps", str(artifacts)])
+                                                       "--repeats", str(args.repeats), "--threads", str(args.threads), "--backend", args.backend,
+                                                       "--child-steps", str(artifacts)])
     steps = json.loads(steps_out.strip().splitlines()[-1])
     steps["peak_rss_gib"] = steps_peak
     manifest = json.loads((artifacts / "manifest.json").read_text())
-    weights = our_graph_weights(artifacts)
-    per_step = weights["decoder"].per_call(1) + weights["token_embedder"].per_call(1)
+    per_step = step_weight_bytes(artifacts, args.backend)
     bandwidth = measure_bandwidth(1.0, args.threads)["reference_read_gb_s"]
     measured = steps["positions"][str(positions[0])]["decode"]
     report = {
         "machine": machine_description(args.threads),
+        "backend": args.backend,
         "context": manifest["model"]["context_length"],
         "commands": commands,
         "sizes": artifact_sizes(artifacts),

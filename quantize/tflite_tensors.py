@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .recipes import Kind, WeightScheme
-from .zero_rows import LIFTED_VALUE
+from .zero_rows import lift_zero_rows
+
+__all__ = ["QuantizedRows", "TfliteWeightLayout", "check_quantizable", "lift_zero_rows", "quantize_rows"]
 
 ROWS_PER_BLOCK_BYTES = 64 << 20  # float32 rows read and quantized together (~64 MiB)
 
@@ -36,7 +38,7 @@ class TfliteWeightLayout:
 
     @property
     def kind(self) -> Kind:
-        return Kind.FLOAT32 if self.scheme is None else self.scheme.kind
+        return Kind.FLOAT32 if self.scheme is None or not self.scheme.quantized else self.scheme.kind
 
     @property
     def data_bytes(self) -> int:
@@ -74,21 +76,14 @@ def check_quantizable(layout: TfliteWeightLayout) -> str | None:
     return None
 
 
-def lift_zero_rows(rows: np.ndarray) -> np.ndarray:
-    """rows [r, I] with every all-zero row set to LIFTED_VALUE (in place)."""
-    zero = ~rows.any(axis=1)
-    if zero.any():
-        rows[zero] = LIFTED_VALUE
-    return rows
-
-
 def quantize_rows(rows: np.ndarray, layout: TfliteWeightLayout) -> QuantizedRows:
     """rows [r, I] float32 (a block of the weight's rows) -> their stored bytes and scales."""
+    import ml_dtypes
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor as uniform
     from ai_edge_quantizer.transformations.transformation_utils import pack_data
 
-    if layout.kind in (Kind.FLOAT32, Kind.FLOAT16):
+    if layout.kind == Kind.FLOAT32:
         return QuantizedRows(np.ascontiguousarray(rows, dtype=np.float32).tobytes(), None)
     scheme = layout.scheme
     assert scheme is not None
@@ -104,8 +99,6 @@ def quantize_rows(rows: np.ndarray, layout: TfliteWeightLayout) -> QuantizedRows
         )
         values = uniform.uniform_quantize(rows, params, is_blockwise_quant=True)
         packed = pack_data(4, np.ravel(np.asarray(values)).view(np.uint8))
-        import ml_dtypes
-
         return QuantizedRows(packed.tobytes(), scale.astype(ml_dtypes.bfloat16).astype(np.float16))
     # int8, one scale per output row
     granularity = qtyping.QuantGranularity.CHANNELWISE

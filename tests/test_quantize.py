@@ -9,13 +9,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-import torch
 from helpers import assert_one_line_error, invoke
 
 from gemma_edge.exporter.export import ExportOptions, export
 from gemma_edge.quantize.onnx_quantize import node_part, weight_nodes
 from gemma_edge.quantize.recipes import ALIASES, RECIPES, Kind, Part, get_recipe
-from gemma_edge.quantize.zero_rows import LIFTED_VALUE, lift_zero_rows
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.manifest import GraphRole, load_manifest
 
@@ -52,18 +50,6 @@ def test_unknown_recipe_and_recipe_without_the_format_are_refused(tmp_path: Path
     assert_one_line_error(invoke("export", "--out", str(tmp_path / "a"), "--quant", "int3"), "int3", "gemma-edge recipes")
     assert_one_line_error(invoke("export", "--out", str(tmp_path / "b"), "--quant", "fp16"), "fp16", "--format onnx")
     assert not list(tmp_path.iterdir())
-
-
-def test_lift_zero_rows_lifts_only_zero_rows_and_restores_them() -> None:
-    layer = torch.nn.Linear(8, 4, bias=False)
-    with torch.no_grad():
-        layer.weight[2] = 0.0
-    before = layer.weight.detach().clone()
-    with lift_zero_rows(layer) as lifted:
-        assert lifted == 1
-        assert torch.all(layer.weight[2] == LIFTED_VALUE)
-        assert torch.equal(layer.weight[[0, 1, 3]], before[[0, 1, 3]])
-    assert torch.equal(layer.weight, before)
 
 
 @pytest.fixture(scope="module")
