@@ -14,6 +14,7 @@ import numpy as np
 from .errors import GemmaEdgeError
 from .manifest import GraphSpec, Manifest
 from .native_output import quiet_native_output
+from .xnnpack_cache import weight_cache_path
 
 BACKENDS = ("onnxruntime", "litert")
 FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}  # the graph format each backend runs
@@ -205,11 +206,15 @@ class LiteRtBackend:
         self._buffers: dict[tuple[str, str, str, str], object] = {}  # (graph, signature, "in"/"out", tensor)
         self._outputs: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
         self._calls: dict[tuple[str, str], _SignatureCall] = {}  # (graph, signature) -> its last call's buffer maps
-        options = Options(cpu_options=CpuOptions(num_threads=threads or default_threads(), xnnpack_flags=XNNPACK_FLAGS))
         for name, spec in manifest.graphs.items():
             if spec.format != "tflite":
                 continue
             path = folder / spec.file
+            cache = weight_cache_path(folder, spec.file, manifest.files.get(spec.file))
+            cpu = CpuOptions(
+                num_threads=threads or default_threads(), xnnpack_flags=XNNPACK_FLAGS, xnnpack_weight_cache_path=str(cache or "")
+            )
+            options = Options(cpu_options=cpu)
             try:
                 with quiet_native_output():  # LiteRT announces its plugins and XNNPACK on stderr
                     model = CompiledModel.from_file(str(path), options=options, environment=_shared_litert_environment())
