@@ -58,13 +58,19 @@ def child_peak(command: list[str]) -> tuple[float, float, str]:
 
 
 def artifact_sizes(folder: Path) -> dict[str, int]:
-    """Bytes per graph (its .onnx / .tflite and external data), plus the total."""
+    """Bytes per graph (its .onnx / .tflite and external data), plus the total; the hidden files
+    LiteRT's runs leave beside them (XNNPACK weight caches) are counted apart, not in the total."""
     sizes: dict[str, int] = {}
+    cache = 0
     for path in folder.iterdir():
-        if path.is_file():
+        if path.is_file() and path.name.startswith("."):
+            cache += path.stat().st_size
+        elif path.is_file():
             graph = path.name.split(".")[0]
             sizes[graph] = sizes.get(graph, 0) + path.stat().st_size
     sizes["total"] = sum(sizes.values())
+    if cache:
+        sizes["(XNNPACK weight caches, not in the total)"] = cache
     return sizes
 
 

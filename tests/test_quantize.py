@@ -115,6 +115,10 @@ def test_tflite_int4_with_an_all_zero_pad_row_runs_on_xnnpack(quantized_tiny: di
     result = invoke("run", str(folder), "--prompt", "hello", "--max-new-tokens", "6", "--backend", "litert", "--stats-json", str(folder.parent / "s.json"))
     assert result.exit_code == 0, result.stderr
     assert json.loads((folder.parent / "s.json").read_text())["new_tokens"] == 6
+    # XNNPACK packed each graph's weights once, into a cache named by the file's verified checksum
+    manifest = load_manifest(folder)
+    for spec in manifest.graphs.values():
+        assert (folder / f".{spec.file}.{manifest.files[spec.file][:16]}.xnnpack_cache").is_file(), spec.file
 
 
 def test_builtin_mixed_onnx_passes_quality_and_fidelity(tmp_path: Path) -> None:
