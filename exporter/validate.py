@@ -163,7 +163,7 @@ def _text_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compar
         )[0].tolist()
         reference_logits = target.model(input_ids=torch.tensor([generated])).logits[0].numpy()
         reference_embeds = target.model.model.language_model.embed_tokens(torch.tensor([generated]))[0].numpy()
-    embeds = model.embed_tokens(generated)
+    embeds = model.embed_tokens_with_graph(generated)  # the graph itself: the run loop may use its expanded table
     comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("text", embeds[0], reference_embeds, logits=False)
 
     # Prefill, then single steps past the window, with one verify-shaped chunk in the middle.
@@ -203,7 +203,7 @@ def _sweep_case(engine: Engine, target: Checkpoint, comparisons: dict[str, Compa
         ids = rng.integers(0, engine.manifest.model.vocab_size, length).tolist()
         with torch.no_grad():
             reference = target.model.model.language_model.embed_tokens(torch.tensor([ids])).numpy()
-        comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("sweep", model.embed_tokens(ids), reference, logits=False)
+        comparisons[names[GraphRole.TOKEN_EMBEDDER]].add("sweep", model.embed_tokens_with_graph(ids), reference, logits=False)
     for role, case, lengths in (
         (GraphRole.VISION_EMBEDDER, "vision", vision_budgets),
         (GraphRole.AUDIO_EMBEDDER, "audio", audio_frame_counts),

@@ -79,8 +79,7 @@ class LiteRtModel(GraphModel):
         self.backend.drop_bindings()
         return new_fixed_cache(self.manifest.model.cache_layers, self.capacity, self.backend, self.graph_names[GraphRole.DECODER])
 
-    def embed_tokens(self, token_ids: list[int]) -> np.ndarray:
-        """token ids [S] -> embeddings [1, S, H]."""
+    def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray:
         if len(token_ids) == 1 and 1 in self.embedder_lengths:  # a decode step's token: nothing to cut or pad
             single = np.array([token_ids], np.int32)
             return self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[1], {"token_ids": single})["embeddings"]

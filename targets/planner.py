@@ -21,12 +21,12 @@ model on this project's development VM (benchmarks/README.md has the runs):
   - onnxruntime holds each float weight byte once and integer ones ~1.7 times (MatMulNBits'
     prepacked copy); its arena keeps ~3.5x the planned activations (chunks grow by doubling,
     several intermediates live at once);
-  - LiteRT holds each weight byte ~6.2 times: XNNPACK packs the weights again for every
-    signature it runs (prefill, decode, verify), fp32 and int4 alike. That, not the file
-    size, is what bounds the TFLite path today. Refitted when the runtime moved to LiteRT's
-    CompiledModel with caches bound in place (one K/V copy instead of three, a base that now
-    includes the accelerator libraries LiteRT's environment loads): the four LiteRT runs land
-    within 6.4% (benchmarks/README.md, "Planner check").
+  - LiteRT held each weight byte ~6.2 times while XNNPACK packed the weights again for every
+    signature it runs. With one weight cache file per graph, shared by all its signatures, it
+    holds them about once: 0.9 for float weights (fitted on the small fp32 runs) and 1.0 for
+    integer ones (the 12B int4 decoder's 6.34 GB file packs into a 6.35 GB cache; first run
+    10.59 GiB measured, 11.53 GiB planned). The small int4 runs come out 7-19% apart
+    (benchmarks/README.md, "Planner check with XNNPACK's weight cache").
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from gemma_edge.quantize.recipes import Part, Recipe, get_recipe, part_of_module_path
 from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.runtime.model import TOKEN_TABLE_LIMIT_BYTES
 
 from .profile import DeviceProfile
 
@@ -51,7 +52,9 @@ MIB = 1024**2
 # ever read (the token embedder: ~0). External float weights are unmeasured (1.0).
 WEIGHT_RESIDENCY = {
     "onnxruntime": {"float": 1.0, "integer": 1.7, "external": 1.0, "external_sym": 1.23, "external_asym": 1.40, "external_table": 0.0},
-    "litert": dict.fromkeys(("float", "integer", "external", "external_sym", "external_asym", "external_table"), 6.2),
+    # One packed copy in XNNPACK's weight cache, shared by every signature (runtime/xnnpack_cache.py);
+    # the token table's EMBEDDING_LOOKUP is not delegated: only the rows looked up are read.
+    "litert": {"float": 0.9, "integer": 1.0, "external": 0.9, "external_sym": 1.0, "external_asym": 1.0, "external_table": 0.0},
 }
 EXTERNAL_DATA_BYTES = 512 * MIB  # onnx_writer's threshold for writing weights to a .data file
 # The graph each part's weights live in (the decoder holds the lm_head's own copy).
@@ -205,6 +208,9 @@ def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -
         else:
             kind = "integer" if recipe.scheme(part).quantized else "float"
         resident += weight_bytes[part.value] * residency[kind]
+    table = shape.vocab_size * shape.hidden_size * 4
+    if table <= TOKEN_TABLE_LIMIT_BYTES:  # the runtime expands a small token table once (runtime/model.py)
+        resident += table
     per_position = sum(2 * kv_heads * head_dim * 4 for kv_heads, head_dim in shape.cache_layers)
     kv_cache = per_position * context * KV_COPIES[backend]
     chunk = min(PREFILL_CHUNK, context)
