@@ -50,13 +50,23 @@ class WeightsAsInputs(nn.Module):
         super().__init__()
         self.module = module
         self.holders: dict[str, list[nn.Module]] = {}  # input name -> layers whose `.weight` it is
+        self.removed: list[tuple[nn.Module, nn.Parameter]] = []  # for restore()
         by_tensor = {weight.tensor_id: weight.input_name for weight in weights}
         for layer in module.modules():
             parameter = layer._parameters.get("weight")
             if parameter is not None and id(parameter) in by_tensor:
                 self.holders.setdefault(by_tensor[id(parameter)], []).append(layer)
+                self.removed.append((layer, parameter))
                 del layer._parameters["weight"]
                 layer.weight = parameter.detach()  # a plain attribute until the first call
+
+    def restore(self) -> None:
+        """Give the layers their parameters back: other graphs share these layers (the tied
+        embedding is the decoder's lm_head too) and must find them as they were."""
+        for layer, parameter in self.removed:
+            del layer.weight
+            layer._parameters["weight"] = parameter
+        self.removed.clear()
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         for name, layers in self.holders.items():

@@ -203,6 +203,7 @@ def write_tflite(
             traced.read_bytes(), path, streamed, TfliteSchemes(graph.role, recipe), quantized=recipe.name != "fp32", progress=progress
         )
     finally:
+        module.restore()
         traced.unlink(missing_ok=True)
     return GraphSpec(
         role=graph.role,

@@ -177,3 +177,32 @@ def _lift_module_rows(module: torch.nn.Module) -> None:
         for parameter in module.parameters():
             if parameter.dim() == 2:
                 lift_zero_rows(parameter.detach().numpy())
+
+
+def test_tied_weights_are_one_input_and_come_back_after_the_trace() -> None:
+    """An lm_head tied to the embedding reads the one input; afterwards both layers hold the
+    very parameter they had (other graphs share these layers)."""
+    from torch import nn
+
+    from gemma_edge.exporter.tflite_weight_inputs import StreamedWeight, WeightsAsInputs
+
+    embedding = nn.Embedding(10, 4)
+    head = nn.Linear(4, 10, bias=False)
+    head.weight = embedding.weight
+    parameter = embedding.weight
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding, self.head = embedding, head
+
+        def forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.head(self.embedding(ids))}
+
+    weight = StreamedWeight("weight__embedding", "embedding.weight", None, id(parameter))  # type: ignore[arg-type]
+    wrapped = WeightsAsInputs(Tied(), (weight,))
+    table = torch.arange(40, dtype=torch.float32).reshape(10, 4)
+    logits = wrapped(ids=torch.tensor([1, 2]), weight__embedding=table)["logits"]
+    torch.testing.assert_close(logits, table[[1, 2]] @ table.T)
+    wrapped.restore()
+    assert embedding.weight is parameter and head.weight is parameter and "weight" in head._parameters
