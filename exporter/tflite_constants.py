@@ -197,7 +197,7 @@ def _write_weights(file, placements: list[_Placement], quantized: bool, on_tenso
         rows, columns = layout.shape
         step = layout.rows_per_block()
         data_at = placement.offsets[placement.data_buffer]
-        scales_at = placement.offsets.get(placement.scales_buffer or -1)
+        scales_at = None if placement.scales_buffer is None else placement.offsets[placement.scales_buffer]
         channel_scales = []
         for start in range(0, rows, step):
             block = source.read(0, slice(start, min(start + step, rows)))  # [r, I] float32

@@ -77,8 +77,14 @@ class WeightsAsInputs(nn.Module):
 
     @staticmethod
     def weight_samples(weights: tuple[StreamedWeight, ...]) -> dict[str, torch.Tensor]:
-        """Sample values of the weight inputs: views of one zero, no bytes of their own."""
-        return {weight.input_name: torch.zeros(1).expand(*weight.shape) for weight in weights}
+        """Sample values of the weight inputs, with no bytes of their own."""
+        return {weight.input_name: shape_only_sample(*weight.shape) for weight in weights}
+
+
+def shape_only_sample(*shape: int) -> torch.Tensor:
+    """A sample input of `shape` for tracing, which reads only its shape: one zero viewed at every
+    position (a 12B weight, or its K/V caches at 4096 positions, would be GBs per signature)."""
+    return torch.zeros(1).expand(*shape)
 
 
 def input_name(parameter: str) -> str:

@@ -40,7 +40,7 @@ from .components.fixed_cache_steps import FixedCacheDecoder, FixedCacheDrafter, 
 from .layout import cache_layers, store_layers
 from .lazy_weights import WeightSources
 from .tflite_constants import TensorWritten, write_with_constants
-from .tflite_weight_inputs import WeightsAsInputs, materialize_small_tensors, streamed_weights
+from .tflite_weight_inputs import WeightsAsInputs, materialize_small_tensors, shape_only_sample, streamed_weights
 
 DEFAULT_PREFILL_LENGTHS = (8, 32, 128)
 DEFAULT_IMAGE_TOKEN_BUDGETS = (70, 140, 280)
@@ -99,20 +99,14 @@ class _AudioSignature(nn.Module):
         return {"audio_embeds": self.embedder(audio_frames)}
 
 
-def _zeros(*shape: int) -> torch.Tensor:
-    """A sample input of `shape`: tracing reads only its shape, so one zero viewed at every
-    position stands for it (the 12B's caches at 4096 positions are GBs per signature)."""
-    return torch.zeros(1).expand(*shape)
-
-
 def _caches(summary: ModelSummary, capacity: int, layers: list[int] | None = None) -> dict[str, torch.Tensor]:
     caches = {}
     for cache in summary.cache_layers:
         if layers is not None and cache.layer not in layers:
             continue
         key, value = litert_cache_names(cache.layer)
-        caches[key] = _zeros(1, cache.num_kv_heads, capacity, cache.head_dim)
-        caches[value] = _zeros(1, cache.num_kv_heads, cache.head_dim, capacity)
+        caches[key] = shape_only_sample(1, cache.num_kv_heads, capacity, cache.head_dim)
+        caches[value] = shape_only_sample(1, cache.num_kv_heads, cache.head_dim, capacity)
     return caches
 
 
@@ -120,7 +114,7 @@ def _decoder_sample(summary: ModelSummary, length: int, capacity: int) -> dict[s
     return {
         "embeddings": torch.zeros(1, length, summary.hidden_size),
         "input_pos": torch.arange(length, dtype=torch.int32),
-        "mask": _zeros(1, 1, length, capacity),
+        "mask": shape_only_sample(1, 1, length, capacity),
         **_caches(summary, capacity),
     }
 
