@@ -20,7 +20,6 @@ so it is sized with placeholders first and written last, once the per-channel sc
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +235,3 @@ def _pack(model) -> bytes:  # noqa: ANN001
 
 def _align(position: int) -> int:
     return -(-position // ALIGNMENT) * ALIGNMENT
-
-
-def scope_matches(regex: str, scope: str) -> bool:
-    """ai-edge-quantizer's rule: a recipe entry applies to an op whose scope `re.search`es it."""
-    return re.search(regex, scope) is not None
