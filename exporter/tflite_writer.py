@@ -19,11 +19,14 @@ from torch import nn
 from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.litert_signatures import (
     DECODE,
+    DEFAULT_ATTENTION_SPANS,
+    DRAFTER,
     VERIFY,
     audio_signature,
     decode_embedder_signature,
     prefill_embedder_signature,
     prefill_signature,
+    span_signature,
     vision_signature,
 )
 from gemma_edge.runtime.native_output import quiet_native_output
@@ -54,6 +57,7 @@ class LiteRtShapes:
     cache_capacity: int  # C: positions each K/V buffer holds (the context length)
     verify_length: int  # K + 1 tokens per speculative verify
     prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS
+    attention_spans: tuple[int, ...] = ()  # narrow decode / verify / drafter signatures (litert_signatures)
     image_token_budgets: tuple[int, ...] = DEFAULT_IMAGE_TOKEN_BUDGETS
     audio_frame_counts: tuple[int, ...] = DEFAULT_AUDIO_FRAME_COUNTS
 
@@ -68,7 +72,8 @@ def litert_shapes(summary: ModelSummary, verify_length: int, prefill_lengths: tu
     fitting_budgets = [budget for budget in DEFAULT_IMAGE_TOKEN_BUDGETS if budget < context]
     if summary.vision_patch_dim is not None and fitting_budgets and max(lengths, default=0) < max(fitting_budgets):
         lengths.add(max(fitting_budgets))
-    return LiteRtShapes(cache_capacity=context, verify_length=verify_length, prefill_lengths=tuple(sorted(lengths)))
+    spans = tuple(span for span in DEFAULT_ATTENTION_SPANS if verify_length < span < context)
+    return LiteRtShapes(cache_capacity=context, verify_length=verify_length, prefill_lengths=tuple(sorted(lengths)), attention_spans=spans)
 
 
 @dataclass
@@ -110,11 +115,12 @@ def _caches(summary: ModelSummary, capacity: int, layers: list[int] | None = Non
     return caches
 
 
-def _decoder_sample(summary: ModelSummary, length: int, capacity: int) -> dict[str, torch.Tensor]:
+def _decoder_sample(summary: ModelSummary, length: int, capacity: int, span: int | None = None) -> dict[str, torch.Tensor]:
+    """A decoder signature's sample; `span`: a narrow signature's mask width (default C)."""
     return {
         "embeddings": torch.zeros(1, length, summary.hidden_size),
         "input_pos": torch.arange(length, dtype=torch.int32),
-        "mask": shape_only_sample(1, 1, length, capacity),
+        "mask": shape_only_sample(1, 1, length, span or capacity),
         **_caches(summary, capacity),
     }
 
@@ -138,6 +144,9 @@ def build_litert_graphs(
         decoder.samples[prefill_signature(length)] = _decoder_sample(summary, length, capacity)
     decoder.samples[DECODE] = _decoder_sample(summary, 1, capacity)
     decoder.samples[VERIFY] = _decoder_sample(summary, shapes.verify_length, capacity)
+    for span in shapes.attention_spans:
+        decoder.samples[span_signature(DECODE, span)] = _decoder_sample(summary, 1, capacity, span)
+        decoder.samples[span_signature(VERIFY, span)] = _decoder_sample(summary, shapes.verify_length, capacity, span)
     graphs = [token_embedder, decoder]
 
     if drafter is not None:
@@ -145,13 +154,14 @@ def build_litert_graphs(
         step = DrafterStep(drafter.model)
         read_layers = [stores[layer_type] for layer_type in drafter_cache_types(drafter.model)]
         graph = LiteRtGraph("drafter", GraphRole.DRAFTER, FixedCacheDrafter(step, stores))
-        # LiteRT-LM runs the drafter's first signature; the name is ours.
-        graph.samples["drafter"] = {
-            "activations": torch.zeros(1, 1, 2 * summary.hidden_size),
-            "input_pos": torch.zeros(1, dtype=torch.int32),
-            "mask": torch.zeros(1, 1, 1, capacity),
-            **_caches(summary, capacity, read_layers),
-        }
+        # LiteRT-LM runs the drafter's first signature (full capacity); the names are ours.
+        for span in (capacity, *shapes.attention_spans):
+            graph.samples[DRAFTER if span == capacity else span_signature(DRAFTER, span)] = {
+                "activations": torch.zeros(1, 1, 2 * summary.hidden_size),
+                "input_pos": torch.zeros(1, dtype=torch.int32),
+                "mask": torch.zeros(1, 1, 1, span),
+                **_caches(summary, capacity, read_layers),
+            }
         graphs.append(graph)
     if model.model.embed_vision is not None:
         graph = LiteRtGraph("vision_embedder", GraphRole.VISION_EMBEDDER, _VisionSignature(VisionEmbedder(model.model.embed_vision)))

@@ -9,6 +9,7 @@ largest difference per graph instead of stopping at the first failure.
                  transformers' full forward with pixel_values / input_features;
   - drafter:     K chained drafter steps over the reference target's hidden state and K/V;
   - sweep:       the embedders at every static length a TFLite signature was traced for;
+  - spans:       the narrow TFLite decoder and drafter signatures at each width (validate_spans.py);
   - generation:  greedy tokens of the runtime (speculative and plain) == transformers generate.
 Each backend the artifacts have graphs for (ONNX on onnxruntime, TFLite on LiteRT) runs every
 case; a TFLite graph passes only if every one of its signatures ran.
@@ -46,6 +47,7 @@ from .export import BUILTIN
 from .fidelity import measure_fidelity
 from .media_samples import write_sample_audio, write_sample_image
 from .quality import THRESHOLDS, Thresholds, kl_per_position, measure_quality
+from .validate_spans import spans_case
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
 MIN_DECODE_STEPS = 40  # single-token steps after the prefill; more when the window is longer
@@ -342,19 +344,37 @@ def _multimodal_case(
 
 def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, comparisons: dict[str, Comparison], names: dict[GraphRole, str]) -> Comparison:
     """K chained drafter steps after a prompt longer than the sliding window, on reference states."""
-    model = engine.model
     window = drafter.config.get_text_config().sliding_window
     prompt_ids = engine.encode(VALIDATION_PROMPT)
     while len(prompt_ids) <= window + 8:  # the drafter's sliding layer must see a cut window
         prompt_ids = engine.encode(VALIDATION_PROMPT * (len(prompt_ids) // 8 + 2))
+    hidden_diff = Comparison()
+    drafter_steps(engine, target, drafter, prompt_ids, DRAFT_STEPS, comparisons[names[GraphRole.DRAFTER]], hidden_diff)
+    return hidden_diff
+
+
+def drafter_steps(
+    engine: Engine,
+    target: Checkpoint,
+    drafter: Checkpoint,
+    prompt_ids: list[int],
+    steps: int,
+    logits_diff: Comparison,
+    hidden_diff: Comparison,
+    case: str = "drafter",
+) -> None:
+    """`steps` chained drafter steps at the position of the last prompt token (its K/V dropped:
+    it plays the newest token), each on the reference's states, against transformers' drafter."""
+    model = engine.model
+    window = drafter.config.get_text_config().sliding_window
     ids = torch.tensor([prompt_ids])
     with torch.no_grad():
         output = target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
     shared = output.shared_kv_states
     if not shared:
         raise GemmaEdgeError("transformers returned no shared K/V for this target (no KV-shared layers); drafter validation needs them")
-    hidden = output.last_hidden_state[:, -1:]  # [1, 1, H]: predicted the last prompt token
-    position = len(prompt_ids) - 1  # the last prompt token's K/V is dropped: it plays the newest token
+    hidden = output.last_hidden_state[:, -1:]  # [1, 1, H]
+    position = len(prompt_ids) - 1
     store_kv = {LayerType(kind): (k[:, :, :position], v[:, :, :position]) for kind, (k, v) in shared.items()}
     # transformers' drafter attends to every sliding entry it is given: hand it exactly the
     # window our graph's mask keeps, positions (position - window, position).
@@ -367,8 +387,7 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
     token = prompt_ids[-1]
     ours_hidden = hidden.numpy()
     ref_hidden = hidden
-    hidden_diff = Comparison()
-    for step in range(DRAFT_STEPS):
+    for _ in range(steps):
         with torch.no_grad():
             token_embed = embed(torch.tensor([[token]]))
             reference = drafter.model(
@@ -379,12 +398,11 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
         logits, ours_hidden = model.draft_with_kv(
             token_embed.numpy(), ours_hidden, position, {kind: (k.numpy(), v.numpy()) for kind, (k, v) in store_kv.items()}
         )
-        comparisons[names[GraphRole.DRAFTER]].add("drafter", logits[None], reference.logits[0].numpy(), logits=True)
-        hidden_diff.add("drafter", ours_hidden, reference.last_hidden_state.numpy(), logits=False)
+        logits_diff.add(case, logits[None], reference.logits[0].numpy(), logits=True)
+        hidden_diff.add(case, ours_hidden, reference.last_hidden_state.numpy(), logits=False)
         token = int(reference.logits[0, -1].argmax())
         ref_hidden = reference.last_hidden_state
         ours_hidden = reference.last_hidden_state.numpy()  # chain on reference states: isolates each step
-    return hidden_diff
 
 
 def _generation_check(engine: Engine, target: Checkpoint, exact: bool, media: MediaFiles | None = None) -> dict:
@@ -462,8 +480,15 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
             _multimodal_case(engine, target, media, comparisons, names)
         _sweep_case(engine, target, comparisons, names)
         hidden = None
+        steps = None
         if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
             hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
+
+            def steps(prompt_ids: list[int], count: int, logits_diff: Comparison, hidden_diff: Comparison) -> None:
+                drafter_steps(engine, target, drafter_checkpoint, prompt_ids, count, logits_diff, hidden_diff, case="spans")
+
+        spans_case(engine, target, engine.encode(VALIDATION_PROMPT), comparisons, names, steps, hidden)
+        if hidden is not None:
             extra[f"{names[GraphRole.DRAFTER]}_next_hidden_max_abs_diff"] = hidden.max_abs_diff
         generations[backend] = _generation_check(engine, target, exact=kind == Kind.FLOAT32, media=media)
         qualities[backend] = measure_quality(engine, target, thresholds)

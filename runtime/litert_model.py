@@ -6,6 +6,9 @@ sequence of any length is cut into the traced lengths (prefill_N, verify, decode
 the last chunk. Padded positions write K/V past the real ones; they stay invisible (the
 mask is causal) and are overwritten by the next real positions, which is also why trimming
 rejected drafts only moves `length` back.
+
+A decode, verify or drafter call whose positions all lie below one of the graph's attention
+spans runs that narrow signature (attention over the first L cache rows, not all C).
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from .errors import GemmaEdgeError
 from .kv_cache import KVCache
 from .litert_signatures import (
     DECODE,
+    DRAFTER,
+    VERIFY,
+    attention_spans,
     audio_frame_counts,
     decoder_lengths,
     embedder_lengths,
+    narrowest,
     plan_chunks,
     plan_chunks_keeping_blocks,
     vision_budgets,
@@ -62,7 +69,11 @@ class LiteRtModel(GraphModel):
         mask = next(tensor for tensor in decoder.signature(DECODE).inputs if tensor.name == "mask")
         self.capacity = int(mask.shape[-1])  # [1, 1, 1, C]
         verify_length = self.manifest.drafter.num_assistant_tokens + 1 if self.manifest.drafter else None
-        self.decoder_lengths = decoder_lengths([s.name for s in decoder.signatures], verify_length)
+        decoder_names = [s.name for s in decoder.signatures]
+        self.decoder_lengths = decoder_lengths(decoder_names, verify_length)
+        self.spans = {base: attention_spans(decoder_names, base) for base in (DECODE, VERIFY)}  # base -> span -> signature
+        if self.has_drafter:
+            self.spans[DRAFTER] = attention_spans([s.name for s in self._spec(GraphRole.DRAFTER).signatures], DRAFTER)
         self.embedder_lengths = embedder_lengths([s.name for s in self._spec(GraphRole.TOKEN_EMBEDDER).signatures])
 
     def _spec(self, role: GraphRole) -> GraphSpec:
@@ -114,12 +125,15 @@ class LiteRtModel(GraphModel):
         logits, hidden, done = [], [], 0
         for size, real in chunks:
             positions = np.arange(cache.length, cache.length + size, dtype=np.int32)
+            signature, width = self.decoder_lengths[size], cache.capacity
+            if signature in self.spans and block_ids is None:
+                signature, width = narrowest(self.spans[signature], cache.length + size, signature, cache.capacity)
             feeds = {
                 "embeddings": _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),
                 "input_pos": positions,
-                "mask": litert_decoder_mask(positions, cache.capacity, block_ids),
+                "mask": litert_decoder_mask(positions, width, block_ids),
             }
-            outputs = self._run(GraphRole.DECODER, self.decoder_lengths[size], feeds, bound=cache.bound)
+            outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound)
             cache.length += real
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])
@@ -133,12 +147,13 @@ class LiteRtModel(GraphModel):
         two LiteRT calls runs on caches the previous call evicted, so every numpy call counts
         (~10 us each on the built-in model)."""
         position = cache.length
+        signature, width = narrowest(self.spans[DECODE], position + 1, DECODE, cache.capacity)
         feeds = {
             "embeddings": embeds.astype(np.float32, copy=False),
             "input_pos": np.array([position], np.int32),
-            "mask": causal_rows(position, 1, cache.capacity),
+            "mask": causal_rows(position, 1, width),
         }
-        outputs = self._run(GraphRole.DECODER, DECODE, feeds, bound=cache.bound)
+        outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound)
         cache.length += 1
         return outputs["logits"][0], outputs["activations"][0]
 
@@ -147,7 +162,7 @@ class LiteRtModel(GraphModel):
         token_embed [1, 1, H], target_hidden [1, 1, H] -> logits [V], next hidden [1, 1, H]."""
 
         def names() -> dict[str, object]:
-            wanted = self._spec(GraphRole.DRAFTER).signatures[0].input_names()
+            wanted = self._spec(GraphRole.DRAFTER).signature(DRAFTER).input_names()
             return {name: buffer for name, buffer in cache.bound.items() if name in wanted}
 
         return self._draft(token_embed, target_hidden, cache.length, {}, self._drafter_buffers(cache, names))
@@ -178,15 +193,15 @@ class LiteRtModel(GraphModel):
         """The drafter reads the store layers' K/V: numpy arrays (copied in) or bound buffers
         (`kv_buffers`: exactly the drafter's cache inputs)."""
         spec = self._spec(GraphRole.DRAFTER)
-        signature = spec.signatures[0]
         last_cached = position - 1  # LiteRT-LM's input_pos: the last position with K/V
+        name, width = narrowest(self.spans[DRAFTER], position, DRAFTER, self.capacity)
         feeds = {
             "activations": np.concatenate([token_embed, target_hidden], axis=-1).astype(np.float32),
             "input_pos": np.array([last_cached], np.int32),
-            "mask": causal_rows(last_cached, 1, self.capacity),  # [1, 1, 1, C]: kv <= last_cached
+            "mask": causal_rows(last_cached, 1, width),  # [1, 1, 1, width]: kv <= last_cached
         }
-        feeds.update({name: kv_arrays[name] for name in signature.input_names() if name in kv_arrays})
-        outputs = self._run(GraphRole.DRAFTER, signature.name, feeds, kv_buffers)
+        feeds.update({tensor: kv_arrays[tensor] for tensor in spec.signature(name).input_names() if tensor in kv_arrays})
+        outputs = self._run(GraphRole.DRAFTER, name, feeds, kv_buffers)
         return outputs["logits"][0, 0], outputs["projected_activations"]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:

@@ -55,9 +55,15 @@ def test_validate_passes_within_fp32_thresholds(artifacts: Path, tmp_path: Path)
     assert report["graphs"]["decoder"]["cases"] == ["text", "multimodal"]
     assert report["graphs"]["token_embedder"]["top1_agreement"] is None
     # Every TFLite signature ran against the reference: prefill_8/32/128, prefill_280 (added to
-    # hold a 280-token image in one call; the image+audio prompt runs it), decode, verify, ...
+    # hold a 280-token image in one call; the image+audio prompt runs it), decode, verify, their
+    # narrow forms for the 512-token context (attention over the first 128 / 256 rows), ...
     tflite_decoder = report["graphs"]["decoder_tflite"]
-    assert sorted(tflite_decoder["signatures_checked"]) == ["decode", "prefill_128", "prefill_280", "prefill_32", "prefill_8", "verify"]
+    assert sorted(tflite_decoder["signatures_checked"]) == [
+        "decode", "decode_span128", "decode_span256", "prefill_128", "prefill_280", "prefill_32", "prefill_8",
+        "verify", "verify_span128", "verify_span256",
+    ]
+    assert "spans" in tflite_decoder["cases"] and "spans" in report["graphs"]["drafter_tflite"]["cases"]
+    assert sorted(report["graphs"]["drafter_tflite"]["signatures_checked"]) == ["drafter", "drafter_span128", "drafter_span256"]
     assert all(report["graphs"][f"{role}_tflite"]["signatures_missed"] == [] for role in roles)
     assert sorted(report["graphs"]["vision_embedder_tflite"]["signatures_checked"]) == ["vision_140", "vision_280", "vision_70"]
     assert report["generation"]["greedy_match"] is True

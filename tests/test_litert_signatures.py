@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemma_edge.runtime.litert_signatures import decoder_lengths, embedder_lengths, plan_chunks
+from gemma_edge.runtime.litert_signatures import (
+    attention_spans,
+    decoder_lengths,
+    embedder_lengths,
+    narrowest,
+    plan_chunks,
+    span_signature,
+)
 
 SIZES = [1, 5, 8, 32, 128]
 
@@ -40,3 +47,18 @@ def test_signature_names_map_to_lengths() -> None:
     assert decoder_lengths(names, verify_length=5) == {8: "prefill_8", 128: "prefill_128", 5: "verify", 1: "decode"}
     assert decoder_lengths(names, verify_length=None) == {8: "prefill_8", 128: "prefill_128", 1: "decode"}
     assert embedder_lengths(["decode_embedder", "prefill_embedder_32"]) == {1: "decode_embedder", 32: "prefill_embedder_32"}
+
+
+def test_narrow_signatures_are_found_by_base_and_chosen_by_the_call_end() -> None:
+    names = ["prefill_8", "decode", "verify", span_signature("decode", 128), span_signature("decode", 256), span_signature("verify", 128)]
+    assert attention_spans(names, "decode") == {128: "decode_span128", 256: "decode_span256"}
+    assert attention_spans(names, "verify") == {128: "verify_span128"}
+    assert attention_spans(names, "drafter") == {}
+    # The narrow signatures are not prefill lengths.
+    assert decoder_lengths(names, verify_length=5) == {8: "prefill_8", 5: "verify", 1: "decode"}
+    spans = attention_spans(names, "decode")
+    assert narrowest(spans, 1, "decode", 1024) == ("decode_span128", 128)
+    assert narrowest(spans, 128, "decode", 1024) == ("decode_span128", 128)  # positions 0..127
+    assert narrowest(spans, 129, "decode", 1024) == ("decode_span256", 256)
+    assert narrowest(spans, 257, "decode", 1024) == ("decode", 1024)
+    assert narrowest({}, 1, "drafter", 512) == ("drafter", 512)

@@ -15,6 +15,11 @@ Drafter:  activations [1,1,2H] = concat(token embedding, target hidden), input_p
 `mask` is the one additive mask LiteRT-LM feeds (causal; our runtime also opens each image
 block on it). The graph narrows it per layer type from the positions: full layers keep
 kv <= q, sliding layers keep kv > q - window, as transformers' generate() does.
+
+A mask narrower than the capacity, [1,1,S,L] with L < C, traces a narrow signature: every
+layer attends over the first L cache rows only (K [1,KV,:L,D], V [1,KV,D,:L]) while the new
+K/V are still written into the whole buffers. The runtime uses it while every position of
+the call is below L (runtime/litert_signatures.narrowest).
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ def _write_slice(cache: torch.Tensor, update: torch.Tensor, start: torch.Tensor,
     return dynamic_update_slice(cache, update, list(indices))  # the op takes 0-d indices
 
 
+def visible_rows(key: torch.Tensor, value: torch.Tensor, span: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `span` rows of a cache: key [1,KV,C,D], value [1,KV,D,C] -> [1,KV,span,D],
+    [1,KV,D,span]. The whole buffers when span = C: a no-op slice would still trace to a copy."""
+    if span == key.shape[2]:
+        return key, value
+    return key[:, :, :span], value[..., :span]
+
+
 def narrow_masks(mask: torch.Tensor, query_positions: torch.Tensor, window: int) -> dict[str, torch.Tensor]:
     """mask [1,1,S,C], query_positions [S] -> {layer type: mask [1,1,S,C]} (see module doc)."""
     kv = torch.arange(mask.shape[-1], dtype=query_positions.dtype)[None, :]  # [1, C]
@@ -55,7 +68,8 @@ def narrow_masks(mask: torch.Tensor, query_positions: torch.Tensor, window: int)
 
 class FixedCacheWriter:
     """The LiteRT form of CacheAttention: new K/V written into the capacity-C buffers at `start`
-    (V transposed, [1,KV,D,C]); every layer attends over all C rows, the mask hides the rest."""
+    (V transposed, [1,KV,D,C]); every layer attends over the mask's width of rows (all C, or a
+    narrow signature's first L), the mask hides the rest."""
 
     def __init__(self, caches: dict[str, torch.Tensor], names: dict[int, tuple[str, str]], start: torch.Tensor):
         self.caches = caches
@@ -73,6 +87,7 @@ class FixedCacheWriter:
         return self.attend_shared(query, key, value, mask), key, value
 
     def attend_shared(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        key, value = visible_rows(key, value, span=mask.shape[-1])
         return grouped_attention(query, key, value, mask, value_transposed=True)
 
 
@@ -105,7 +120,8 @@ class FixedCacheDrafter(nn.Module):
         # transformers' candidate generator queries at P + 1 (the token whose K/V is not cached yet).
         query_position = input_pos + 1  # [1]
         masks = narrow_masks(mask, query_position, self.window)
-        kv = {layer_type: (caches[key], caches[value]) for layer_type, (key, value) in self.cache_names.items()}
+        span = mask.shape[-1]
+        kv = {layer_type: visible_rows(caches[key], caches[value], span) for layer_type, (key, value) in self.cache_names.items()}
         logits, next_hidden = self.step.run(activations, query_position[None].long(), masks, kv, value_transposed=True)
         return {"logits": logits, "projected_activations": next_hidden}
 
