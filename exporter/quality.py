@@ -102,8 +102,13 @@ def measure_quality(engine: Engine, target: Checkpoint, thresholds: Thresholds) 
     acceptance = None
     if model.has_drafter:
         proposed = accepted = 0
+        # The drafter's own K every round: the adaptive schedule would pick K from timings, and
+        # the rate (later drafts are accepted less often) would move from run to run with them.
+        config = GenerationConfig(
+            max_new_tokens=ACCEPTANCE_NEW_TOKENS, speculative=True, draft_tokens=engine.manifest.drafter.num_assistant_tokens
+        )
         for prompt in heldout_sequences(engine, SEQUENCES, ACCEPTANCE_PROMPT_TOKENS):
-            result = engine.generate_ids(prompt, GenerationConfig(max_new_tokens=ACCEPTANCE_NEW_TOKENS, speculative=True))
+            result = engine.generate_ids(prompt, config)
             proposed += result.proposed_drafts
             accepted += result.accepted_drafts
         acceptance = accepted / proposed if proposed else None
