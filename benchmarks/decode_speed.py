@@ -564,10 +564,10 @@ def run(args: argparse.Namespace) -> dict[str, Summary]:
     import torch
 
     from gemma_edge.exporter.checkpoint import load_target
-    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.backend import available_cores
     from gemma_edge.runtime.engine import Engine
 
-    threads = args.threads or default_threads()
+    threads = args.threads or available_cores()
     torch.set_num_threads(threads)
     with artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory() as litertlm_cache:
         engines = {"onnxruntime": Engine(artifacts, threads=threads)}

@@ -79,10 +79,10 @@ def one_round(engine, image: Path, audio: Path) -> dict[str, float]:  # noqa: AN
 def run(args: argparse.Namespace) -> dict:
     quiet_libraries()
     from gemma_edge.exporter.media_samples import write_sample_audio, write_sample_image
-    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.backend import available_cores
     from gemma_edge.runtime.engine import Engine
 
-    threads = args.threads or default_threads()
+    threads = args.threads or available_cores()
     with artifact_folder(args) as (artifacts, _), tempfile.TemporaryDirectory() as media:
         image = write_sample_image(Path(media) / "photo.png")
         audio = write_sample_audio(Path(media) / "clip.wav", seconds=10.0)

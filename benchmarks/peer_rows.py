@@ -61,7 +61,8 @@ class Workload:
     long_prompt: str
     long_prompt_ids: list[int]
     max_new_tokens: int
-    threads: int
+    threads: int  # the peers' (and transformers') threads
+    runtime_threads: int  # our runtime's: --threads, else its own default for the model (backend.default_threads)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class RuntimeRow:
     def __init__(self, spec: RowSpec, workload: Workload):
         from gemma_edge.runtime.engine import Engine
 
-        self.engine = Engine(spec.path, backend=spec.backend, threads=workload.threads)
+        self.engine = Engine(spec.path, backend=spec.backend, threads=workload.runtime_threads)
         self.spec = spec
         self.workload = workload
 

@@ -184,7 +184,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefill-tokens", type=int, default=256, help="tokens of the prefill prompt, BOS included (default: 256)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per decode run (default: 64)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
-    parser.add_argument("--threads", type=int, default=None, help="threads of every engine (default: usable CPUs)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of every engine (default: usable CPUs for the peers and transformers, the runtime's own default for ours)")
     parser.add_argument("--roofline", action="store_true", help="measure memory bandwidth and weight bytes per token")
     parser.add_argument("--bandwidth-gib", type=float, default=1.0, help="array size of the bandwidth test (default: 1 GiB)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
@@ -254,11 +254,14 @@ def builder_precision(folder: Path) -> str:
     return {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}.get(weights[0], "unknown") if weights else "unknown"
 
 
-def make_workload(checkpoint: Path, args: argparse.Namespace, threads: int) -> Workload:
+def make_workload(checkpoint: Path, artifacts: Path, args: argparse.Namespace, threads: int) -> Workload:
     """The decode prompt and the prefill prompt, as text and as ids (the checkpoint's tokenizer,
     BOS first: what the runtime's Engine.encode gives)."""
     from ortgenai_runner import prompt_ids
     from tokenizers import Tokenizer
+
+    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.manifest import load_manifest
 
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     source = Path(textwrap.__file__).read_text()
@@ -271,6 +274,7 @@ def make_workload(checkpoint: Path, args: argparse.Namespace, threads: int) -> W
         long_prompt_ids=prompt_ids(checkpoint, long_prompt),
         max_new_tokens=args.max_new_tokens,
         threads=threads,
+        runtime_threads=args.threads or default_threads(load_manifest(artifacts, verify=False)),
     )
 
 
@@ -599,17 +603,17 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     decode_speed.quiet_libraries()
-    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.backend import available_cores
     from tokenizers import Tokenizer
 
-    threads = args.threads or default_threads()
+    threads = args.threads or available_cores()
     if args.artifacts is None:
         args.quant = args.quant or DEFAULT_QUANT
     with decode_speed.artifact_folder(args) as (artifacts, export_seconds), tempfile.TemporaryDirectory(prefix="peers-") as scratch:
         recipe = resolve_recipe(artifacts, args.quant)
         checkpoint = decode_speed.reference_checkpoint(artifacts, args.checkpoint)
         ortgenai_dir, ortgenai_reason, build_seconds = ortgenai_model(args, checkpoint, recipe, Path(scratch))
-        workload = make_workload(checkpoint, args, threads)
+        workload = make_workload(checkpoint, artifacts, args, threads)
         check_fits(workload, artifacts)
         specs, absent = plan_rows(artifacts, checkpoint, ortgenai_dir, ortgenai_reason)
         bandwidth = None
@@ -660,7 +664,7 @@ DEFINITIONS = {
 
 
 def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, recipe: str, workload: Workload) -> dict[str, Any]:
-    from gemma_edge.runtime.backend import default_threads
+    from gemma_edge.runtime.backend import available_cores
     from gemma_edge.runtime.manifest import load_manifest
 
     manifest = load_manifest(artifacts, verify=False)
@@ -679,7 +683,8 @@ def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, r
         "repeats": args.repeats,
         "warmup_runs": 1,
         "threads": workload.threads,
-        "usable_cpus": default_threads(),
+        "runtime_threads": workload.runtime_threads,
+        "usable_cpus": available_cores(),
         "sampling": "greedy",
     }
 
