@@ -120,3 +120,15 @@ def test_only_drafts_the_target_looked_at_count_towards_acceptance() -> None:
 def test_a_schedule_needs_at_least_one_draft() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         DraftSchedule(0)
+
+
+def test_a_neighbour_estimated_far_slower_is_explored_rarely() -> None:
+    """Plain decoding is best and one draft costs ~3x (LiteRT's fixed 5-token verify on a small
+    model): K = 1 is tried about once in EXPLORE_FAR_EVERY rounds, not once in EXPLORE_EVERY."""
+    from gemma_edge.runtime.draft_schedule import EXPLORE_FAR_EVERY
+
+    acceptance, draft, verify = [0.7, 0.6, 0.5, 0.4], 0.2, (lambda k: 1.0 if k == 0 else 2.8)
+    assert best_drafts(acceptance, draft, verify) == 0
+    chosen = simulate(acceptance, draft, verify, rounds=1024)
+    explored = sum(count for k, count in chosen.items() if k != 0)
+    assert 0 < explored <= 2 * 512 / EXPLORE_FAR_EVERY
