@@ -268,7 +268,10 @@ def run(
             line += f", decode {stats['decode_tokens_per_second']:.1f} tok/s"
         if stats["speculative"]:
             draft = f"K={stats['draft_tokens']}" if stats["draft_schedule"] == "fixed" else f"K~{stats['draft_tokens']:.1f} (adaptive, <= {stats['max_draft_tokens']})"
-            line += f", {draft}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
+            if stats["acceptance_rate"] is None:  # nothing drafted: every step was a plain one
+                line += f", {draft}, no drafts"
+            else:
+                line += f", {draft}, acceptance {stats['acceptance_rate']:.2f}, {stats['mean_accepted_per_step']:.2f} tokens/verify"
         if stats["image_tokens"] or stats["audio_tokens"]:
             line += f", {stats['image_tokens']} image + {stats['audio_tokens']} audio tokens, first token after {stats['time_to_first_token_seconds']:.2f} s"
         click.echo(line + f", {stats['backend']}]", err=True)

@@ -84,10 +84,9 @@ class RunResult:
             "prefill_tokens_per_second": _rate(generation.prefill_tokens, generation.prefill_seconds),
             "decode_tokens_per_second": _rate(new_tokens - 1, generation.decode_seconds) if new_tokens > 1 else None,
             "speculative": generation.speculative,
-            # Adaptive K: the measured drafts per verify step (its meaning for a fixed K, on average).
-            "draft_tokens": round(generation.mean_drafts_per_step, 2)
-            if generation.adaptive_drafts and generation.verify_calls
-            else generation.draft_tokens,
+            # Adaptive K: the measured drafts per verify step (its meaning for a fixed K, on
+            # average); 0 when the schedule decoded every step plainly.
+            "draft_tokens": round(generation.mean_drafts_per_step, 2) if generation.adaptive_drafts else generation.draft_tokens,
             "draft_schedule": ("adaptive" if generation.adaptive_drafts else "fixed") if generation.speculative else None,
             "max_draft_tokens": generation.draft_tokens,
             "acceptance_rate": generation.acceptance_rate,

@@ -57,7 +57,8 @@ class GenerationResult:
     def acceptance_rate(self) -> float | None:
         if not self.speculative:
             return None
-        return self.accepted_drafts / self.proposed_drafts if self.proposed_drafts else 0.0
+        # None, not 0, when the schedule drafted nothing (every step plain): no draft was rejected
+        return self.accepted_drafts / self.proposed_drafts if self.proposed_drafts else None
 
     @property
     def mean_drafts_per_step(self) -> float | None:
@@ -70,7 +71,7 @@ class GenerationResult:
     def mean_accepted_per_step(self) -> float | None:
         if not self.speculative:
             return None
-        return self.tokens_from_verify / self.verify_calls if self.verify_calls else 0.0
+        return self.tokens_from_verify / self.verify_calls if self.verify_calls else None  # no verify call
 
 
 class _Emitter:

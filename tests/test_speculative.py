@@ -233,3 +233,18 @@ def one_hot_wide(index: int, size: int) -> np.ndarray:
     row = np.zeros(size)
     row[index] = 1.0
     return row
+
+
+def test_a_speculative_run_that_drafted_nothing_reports_no_acceptance() -> None:
+    """The adaptive schedule may decode every step plainly (LiteRT on a small model): then no
+    draft was rejected either, so the rates are null, not 0 (INTERFACE.md: mean_accepted_per_step
+    lies between 1 and K+1)."""
+    from gemma_edge.runtime.generate import GenerationResult
+
+    result = GenerationResult([5, 6, 7], 4, 0.01, 0.02, True, 4, adaptive_drafts=True)
+    assert result.acceptance_rate is None and result.mean_accepted_per_step is None
+    assert result.mean_drafts_per_step == 0.0
+    result.proposed_drafts, result.accepted_drafts, result.verify_calls, result.tokens_from_verify = 4, 3, 1, 4
+    assert result.acceptance_rate == 0.75 and result.mean_accepted_per_step == 4.0
+    plain = GenerationResult([5], 4, 0.01, 0.02, False, None)
+    assert plain.acceptance_rate is None and plain.mean_drafts_per_step is None
