@@ -564,7 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Summary]:
     import torch
 
     from gemma_edge.exporter.checkpoint import load_target
-    from gemma_edge.runtime.backend import available_cores
+    from gemma_edge.runtime.threads import available_cores
     from gemma_edge.runtime.engine import Engine
 
     threads = args.threads or available_cores()

@@ -62,7 +62,7 @@ class Workload:
     long_prompt_ids: list[int]
     max_new_tokens: int
     threads: int  # the peers' (and transformers') threads
-    runtime_threads: int  # our runtime's: --threads, else its own default for the model (backend.default_threads)
+    runtime_threads: int | None  # our runtime's: --threads, else None (its own plan for the model, runtime/threads.py)
 
 
 @dataclass

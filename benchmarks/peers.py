@@ -254,14 +254,12 @@ def builder_precision(folder: Path) -> str:
     return {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}.get(weights[0], "unknown") if weights else "unknown"
 
 
-def make_workload(checkpoint: Path, artifacts: Path, args: argparse.Namespace, threads: int) -> Workload:
+def make_workload(checkpoint: Path, args: argparse.Namespace, threads: int) -> Workload:
     """The decode prompt and the prefill prompt, as text and as ids (the checkpoint's tokenizer,
     BOS first: what the runtime's Engine.encode gives)."""
     from ortgenai_runner import prompt_ids
     from tokenizers import Tokenizer
 
-    from gemma_edge.runtime.backend import default_threads
-    from gemma_edge.runtime.manifest import load_manifest
 
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     source = Path(textwrap.__file__).read_text()
@@ -274,7 +272,7 @@ def make_workload(checkpoint: Path, artifacts: Path, args: argparse.Namespace, t
         long_prompt_ids=prompt_ids(checkpoint, long_prompt),
         max_new_tokens=args.max_new_tokens,
         threads=threads,
-        runtime_threads=args.threads or default_threads(load_manifest(artifacts, verify=False)),
+        runtime_threads=args.threads,
     )
 
 
@@ -603,7 +601,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     decode_speed.quiet_libraries()
-    from gemma_edge.runtime.backend import available_cores
+    from gemma_edge.runtime.threads import available_cores
     from tokenizers import Tokenizer
 
     threads = args.threads or available_cores()
@@ -613,7 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recipe = resolve_recipe(artifacts, args.quant)
         checkpoint = decode_speed.reference_checkpoint(artifacts, args.checkpoint)
         ortgenai_dir, ortgenai_reason, build_seconds = ortgenai_model(args, checkpoint, recipe, Path(scratch))
-        workload = make_workload(checkpoint, artifacts, args, threads)
+        workload = make_workload(checkpoint, args, threads)
         check_fits(workload, artifacts)
         specs, absent = plan_rows(artifacts, checkpoint, ortgenai_dir, ortgenai_reason)
         bandwidth = None
@@ -664,8 +662,8 @@ DEFINITIONS = {
 
 
 def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, recipe: str, workload: Workload) -> dict[str, Any]:
-    from gemma_edge.runtime.backend import available_cores
     from gemma_edge.runtime.manifest import load_manifest
+    from gemma_edge.runtime.threads import available_cores, thread_plan
 
     manifest = load_manifest(artifacts, verify=False)
     return {
@@ -683,7 +681,7 @@ def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, r
         "repeats": args.repeats,
         "warmup_runs": 1,
         "threads": workload.threads,
-        "runtime_threads": workload.runtime_threads,
+        "runtime_threads": workload.runtime_threads or f"runtime default: {thread_plan(manifest)}",
         "usable_cpus": available_cores(),
         "sampling": "greedy",
     }

@@ -12,8 +12,9 @@ from typing import Protocol
 import numpy as np
 
 from .errors import GemmaEdgeError
-from .manifest import GraphSpec, Manifest
+from .manifest import GraphRole, GraphSpec, Manifest
 from .native_output import quiet_native_output
+from .threads import thread_plan
 from .xnnpack_cache import weight_cache_path
 
 BACKENDS = ("onnxruntime", "litert")
@@ -24,11 +25,17 @@ class Backend(Protocol):
     name: str
 
     def run(
-        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+        self,
+        graph: str,
+        feeds: dict[str, np.ndarray],
+        signature: str | None = None,
+        bound: dict[str, object] | None = None,
+        prefill: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run graph `graph` (a manifest key; for TFLite one of its signatures) and return its
         outputs by name. `bound`: tensor name -> a buffer of the backend's own (new_buffer),
-        used in place for the input and/or output of that name (the K/V caches); not returned."""
+        used in place for the input and/or output of that name (the K/V caches); not returned.
+        `prefill`: a prefill-sized decoder call, run on the prefill threads (threads.py)."""
         ...
 
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
@@ -41,68 +48,32 @@ class Backend(Protocol):
         ...
 
 
-# A decode step of a small model is hundreds of ops of a few microseconds each, and handing
-# half of each to a second thread costs more than it saves. Measured on 2 vCPUs, one process,
-# interleaved: the built-in int4 model (hidden 256) decodes at 1178 vs 1080 tok/s on
-# onnxruntime and 2228 vs 1667 on LiteRT with 1 thread vs 2; the ~165M model (hidden 1024) at
-# 76 vs 146 on onnxruntime. The cut lies between the two sizes measured.
-SINGLE_THREAD_BELOW_HIDDEN = 512
-
-
-def available_cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-def default_threads(manifest: Manifest | None = None) -> int:
-    """Threads per graph when the user does not say: one for a small model, else every core
-    this process may use."""
-    if manifest is not None and manifest.model.hidden_size < SINGLE_THREAD_BELOW_HIDDEN:
-        return 1
-    return available_cores()
-
-
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads or default_threads(manifest)
-        options.inter_op_num_threads = 1
-        # Workers spin between the ops of one run (a decode step is ~50-700 small ops; waking a
-        # sleeping worker for each costs more than the op) but stop when the run ends, so an idle
-        # session's workers never steal the cores of the next one (embedder, drafter, decoder run
-        # in turn). 2 threads, each mode in a fresh process, medians: fp32 built-in model plain
-        # 398 -> 649 tok/s and MTP 729 -> 975 against no spinning; int4 165M plain 108 -> 133.
-        # Spinning without the stop makes MTP slower (500): the idle sessions steal the cores. A
-        # process-wide shared pool did as well but broke every other onnxruntime session in the
-        # process (they must then opt out of per-session threads).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+        plan = thread_plan(manifest, threads)
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
-        self._bindings: dict[str, tuple[dict[str, object], object, list[str]]] = {}  # graph -> (bound, binding, returned)
+        self.prefill_sessions = {}  # graph -> a second session on plan.prefill threads (a split plan's decoder)
+        self._bindings: dict[str, tuple[dict[str, object], object, object, list[str]]] = {}  # graph -> (bound, session, binding, returned)
         for name, spec in manifest.graphs.items():
             if spec.format != "onnx":
                 continue
-            try:
-                session = ort.InferenceSession(str(folder / spec.file), options, providers=["CPUExecutionProvider"])
-            except Exception as error:  # onnxruntime raises its own untyped errors
-                raise GemmaEdgeError(f"onnxruntime cannot load {folder / spec.file}: {str(error).splitlines()[0]}") from None
-            _check_io(session, spec, folder / spec.file)
-            self.sessions[name] = session
+            self.sessions[name] = _open_session(folder, spec, plan.for_role(spec.role))
+            if spec.role == GraphRole.DECODER and plan.split:
+                self.prefill_sessions[name] = _open_session(folder, spec, plan.prefill)
             self.specs[name] = spec
 
-    def _binding(self, graph: str, bound: dict[str, object]) -> tuple[object, list[str]]:
-        """The IOBinding of `graph` with `bound` attached (kept while the same dict comes back:
-        a KV cache passes its own on every step), and the output names it returns."""
+    def _binding(self, graph: str, session: object, bound: dict[str, object]) -> tuple[object, list[str]]:
+        """The IOBinding of `graph` on `session` with `bound` attached (kept while the same dict
+        comes back to the same session: a KV cache passes its own on every step), and the
+        output names it returns."""
         kept = self._bindings.get(graph)
-        if kept is not None and kept[0] is bound:
-            return kept[1], kept[2]
+        if kept is not None and kept[0] is bound and kept[1] is session:
+            return kept[2], kept[3]
         spec = self.specs[graph]
-        binding = self.sessions[graph].io_binding()
+        binding = session.io_binding()
         for name in spec.input_names():
             if name in bound:
                 binding.bind_ortvalue_input(name, bound[name])
@@ -112,7 +83,7 @@ class OnnxRuntimeBackend:
         for name in spec.output_names():
             if name in bound:
                 binding.bind_ortvalue_output(name, bound[name])
-        self._bindings[graph] = (bound, binding, returned)
+        self._bindings[graph] = (bound, session, binding, returned)
         return binding, returned
 
     def drop_bindings(self) -> None:
@@ -130,17 +101,22 @@ class OnnxRuntimeBackend:
         return buffer
 
     def run(
-        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+        self,
+        graph: str,
+        feeds: dict[str, np.ndarray],
+        signature: str | None = None,
+        bound: dict[str, object] | None = None,
+        prefill: bool = False,
     ) -> dict[str, np.ndarray]:
         spec = self.specs[graph]
-        session = self.sessions[graph]
+        session = self.prefill_sessions.get(graph, self.sessions[graph]) if prefill else self.sessions[graph]
         if not bound:
             return dict(zip(spec.output_names(), session.run(spec.output_names(), feeds)))
         # IOBinding: arrays are bound without a copy, bound OrtValues serve as input and output
         # at once (GroupQueryAttention then writes the new K/V rows into the buffer it reads).
         # The cache bindings are made once per (graph, bound set); outputs whose shape varies
         # (logits of S rows) must be re-bound on every call, onnxruntime refusing reuse.
-        binding, returned = self._binding(graph, bound)
+        binding, returned = self._binding(graph, session, bound)
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name in returned:
@@ -148,6 +124,32 @@ class OnnxRuntimeBackend:
         session.run_with_iobinding(binding)
         values = binding.get_outputs()
         return {name: values[index].numpy() for index, name in enumerate(returned)}
+
+
+def _open_session(folder: Path, spec: GraphSpec, threads: int) -> object:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Workers spin between the ops of one run (a decode step is ~50-700 small ops; waking a
+    # sleeping worker for each costs more than the op) but stop when the run ends, so an idle
+    # session's workers never steal the cores of the next one (embedder, drafter, decoder run
+    # in turn). 2 threads, each mode in a fresh process, medians: fp32 built-in model plain
+    # 398 -> 649 tok/s and MTP 729 -> 975 against no spinning; int4 165M plain 108 -> 133.
+    # Spinning without the stop makes MTP slower (500): the idle sessions steal the cores. A
+    # process-wide shared pool did as well but broke every other onnxruntime session in the
+    # process (they must then opt out of per-session threads).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    path = folder / spec.file
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own untyped errors
+        raise GemmaEdgeError(f"onnxruntime cannot load {path}: {str(error).splitlines()[0]}") from None
+    _check_io(session, spec, path)
+    return session
 
 
 def _check_io(session: object, spec: GraphSpec, path: Path) -> None:
@@ -216,9 +218,14 @@ class LiteRtBackend:
             raise GemmaEdgeError(
                 "the litert backend needs ai-edge-litert: pip install 'gemma-edge[litert]'"
             ) from None
+        plan = thread_plan(manifest, threads)
         self.specs: dict[str, GraphSpec] = {}
         self.models: dict[str, object] = {}
+        # graph -> a second CompiledModel on plan.prefill threads (a split plan's decoder). It
+        # packs its own weights in memory (no weight cache file: a split plan is a small model's).
+        self.prefill_models: dict[str, object] = {}
         self.started: set[tuple[str, str]] = set()  # (graph, signature) pairs that have run
+        self._announced: set[tuple[str, str, bool]] = set()  # (graph, signature, prefill instance) that have run
         self._buffers: dict[tuple[str, str, str, str], object] = {}  # (graph, signature, "in"/"out", tensor)
         self._outputs: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
         self._calls: dict[tuple[str, str], _SignatureCall] = {}  # (graph, signature) -> its last call's buffer maps
@@ -227,15 +234,7 @@ class LiteRtBackend:
                 continue
             path = folder / spec.file
             cache = weight_cache_path(folder, spec.file, manifest.files.get(spec.file))
-            cpu = CpuOptions(
-                num_threads=threads or default_threads(manifest), xnnpack_flags=XNNPACK_FLAGS, xnnpack_weight_cache_path=str(cache or "")
-            )
-            options = Options(cpu_options=cpu)
-            try:
-                with quiet_native_output():  # LiteRT announces its plugins and XNNPACK on stderr
-                    model = CompiledModel.from_file(str(path), options=options, environment=_shared_litert_environment())
-            except (ValueError, RuntimeError) as error:
-                raise GemmaEdgeError(f"LiteRT cannot load {path}: {str(error).splitlines()[0]}") from None
+            model = _open_compiled_model(CompiledModel, CpuOptions, Options, path, plan.for_role(spec.role), cache)
             available = model.get_signature_list()
             for signature in spec.signatures:
                 if signature.name not in available:
@@ -252,6 +251,8 @@ class LiteRtBackend:
                 }
             self.specs[name] = spec
             self.models[name] = model
+            if spec.role == GraphRole.DECODER and plan.split:
+                self.prefill_models[name] = _open_compiled_model(CompiledModel, CpuOptions, Options, path, plan.prefill, None)
 
     def _buffer(self, graph: str, signature: str, direction: str, tensor: str) -> object:
         key = (graph, signature, direction, tensor)
@@ -269,16 +270,25 @@ class LiteRtBackend:
         return buffer
 
     def run(
-        self, graph: str, feeds: dict[str, np.ndarray], signature: str | None = None, bound: dict[str, object] | None = None
+        self,
+        graph: str,
+        feeds: dict[str, np.ndarray],
+        signature: str | None = None,
+        bound: dict[str, object] | None = None,
+        prefill: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run one signature: `feeds` are copied in, `bound` buffers used in place; returns the
-        outputs that are not bound, as numpy arrays."""
+        outputs that are not bound, as numpy arrays. The buffers of one graph serve both of its
+        instances (buffers may be bound to any model: the drafter reads the decoder's caches)."""
         if signature is None:
             raise ValueError("TFLite graphs are run by signature")
-        if (graph, signature) in self.started:
-            return self._run(graph, signature, feeds, bound or {})
+        model = self.prefill_models.get(graph, self.models[graph]) if prefill else self.models[graph]
+        key = (graph, signature, model is not self.models[graph])
+        if key in self._announced:
+            return self._run(model, graph, signature, feeds, bound or {})
         with quiet_native_output():  # the first call creates buffers and applies XNNPACK, both announced on stderr
-            outputs = self._run(graph, signature, feeds, bound or {})
+            outputs = self._run(model, graph, signature, feeds, bound or {})
+        self._announced.add(key)
         self.started.add((graph, signature))
         return outputs
 
@@ -286,11 +296,13 @@ class LiteRtBackend:
         """Forget the kept buffer maps, and with them the bound buffers they hold (a finished cache's)."""
         self._calls.clear()
 
-    def _run(self, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]) -> dict[str, np.ndarray]:
+    def _run(
+        self, model: object, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]
+    ) -> dict[str, np.ndarray]:
         call = self._call(graph, signature, tuple(feeds), bound)
         for tensor, value in feeds.items():
             call.inputs[tensor].write(np.ascontiguousarray(value))
-        self.models[graph].run_by_name(signature, call.inputs, call.outputs)
+        model.run_by_name(signature, call.inputs, call.outputs)
         return {tensor: buffer.read(size, dtype).reshape(shape) for tensor, buffer, size, dtype, shape in call.reads}
 
     def _call(self, graph: str, signature: str, fed: tuple[str, ...], bound: dict[str, object]) -> _SignatureCall:
@@ -307,6 +319,19 @@ class LiteRtBackend:
         call = _SignatureCall(bound, fed, inputs, outputs, reads)
         self._calls[(graph, signature)] = call
         return call
+
+
+def _open_compiled_model(
+    compiled_model: type, cpu_options: type, options: type, path: Path, threads: int, weight_cache: Path | None
+) -> object:
+    """One CompiledModel of `path` on XNNPACK with `threads` threads and, given one, XNNPACK's
+    weight cache file (xnnpack_cache.py)."""
+    cpu = cpu_options(num_threads=threads, xnnpack_flags=XNNPACK_FLAGS, xnnpack_weight_cache_path=str(weight_cache or ""))
+    try:
+        with quiet_native_output():  # LiteRT announces its plugins and XNNPACK on stderr
+            return compiled_model.from_file(str(path), options=options(cpu_options=cpu), environment=_shared_litert_environment())
+    except (ValueError, RuntimeError) as error:
+        raise GemmaEdgeError(f"LiteRT cannot load {path}: {str(error).splitlines()[0]}") from None
 
 
 @dataclass

@@ -34,6 +34,7 @@ from .litert_signatures import (
 from .manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
 from .masks import causal_rows, litert_decoder_mask
 from .model import GraphModel
+from .threads import WIDE_ROWS
 
 
 def new_fixed_cache(layers: tuple[CacheLayer, ...], capacity: int, backend: LiteRtBackend, decoder: str) -> KVCache:
@@ -80,9 +81,9 @@ class LiteRtModel(GraphModel):
         return self.manifest.graphs[self.graph_names[role]]
 
     def _run(
-        self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None
+        self, role: GraphRole, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None, prefill: bool = False
     ) -> dict[str, np.ndarray]:
-        return self.backend.run(self.graph_names[role], feeds, signature, bound)
+        return self.backend.run(self.graph_names[role], feeds, signature, bound, prefill)
 
     def new_cache(self) -> KVCache:
         # The kept buffer maps hold the previous cache: free it before allocating the new one.
@@ -133,7 +134,7 @@ class LiteRtModel(GraphModel):
                 "input_pos": positions,
                 "mask": litert_decoder_mask(positions, width, block_ids),
             }
-            outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound)
+            outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound, prefill=size >= WIDE_ROWS)
             cache.length += real
             logits.append(outputs["logits"][0, :real])
             hidden.append(outputs["activations"][0, :real])

@@ -13,6 +13,7 @@ from .errors import GemmaEdgeError
 from .kv_cache import KVCache
 from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
 from .masks import decoder_masks, drafter_masks
+from .threads import WIDE_ROWS
 
 
 class RuntimeModel(Protocol):
@@ -134,8 +135,10 @@ class ExportedModel(GraphModel):
             bound.update({cache.past_key: key, cache.present_key: key, cache.past_value: value, cache.present_value: value})
         return KVCache(capacity, layers, bound)
 
-    def _run(self, role: GraphRole, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None) -> dict[str, np.ndarray]:
-        return self.backend.run(self.graph_names[role], feeds, bound=bound)
+    def _run(
+        self, role: GraphRole, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None, prefill: bool = False
+    ) -> dict[str, np.ndarray]:
+        return self.backend.run(self.graph_names[role], feeds, bound=bound, prefill=prefill)
 
     def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray:
         ids = np.asarray(token_ids, dtype=np.int64)[None]
@@ -161,7 +164,7 @@ class ExportedModel(GraphModel):
             "mask_sliding": mask_sliding,
             "logit_rows": np.arange(0 if all_logits else seq - 1, seq, dtype=np.int64),
         }
-        outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound)
+        outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound, prefill=seq >= WIDE_ROWS)
         cache.length += seq
         return outputs["logits"][0], outputs["hidden"][0]
 
