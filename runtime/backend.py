@@ -222,7 +222,8 @@ class LiteRtBackend:
         self.specs: dict[str, GraphSpec] = {}
         self.models: dict[str, object] = {}
         # graph -> a second CompiledModel on plan.prefill threads (a split plan's decoder). It
-        # packs its own weights in memory (no weight cache file: a split plan is a small model's).
+        # reads the weights the first one packed from the same cache file (built-in int4: peak
+        # RSS 206 MiB, against 252 packing them again in memory and ~170 with no second model).
         self.prefill_models: dict[str, object] = {}
         self.started: set[tuple[str, str]] = set()  # (graph, signature) pairs that have run
         self._announced: set[tuple[str, str, bool]] = set()  # (graph, signature, prefill instance) that have run
@@ -252,7 +253,7 @@ class LiteRtBackend:
             self.specs[name] = spec
             self.models[name] = model
             if spec.role == GraphRole.DECODER and plan.split:
-                self.prefill_models[name] = _open_compiled_model(CompiledModel, CpuOptions, Options, path, plan.prefill, None)
+                self.prefill_models[name] = _open_compiled_model(CompiledModel, CpuOptions, Options, path, plan.prefill, cache)
 
     def _buffer(self, graph: str, signature: str, direction: str, tensor: str) -> object:
         key = (graph, signature, direction, tensor)
