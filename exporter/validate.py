@@ -484,8 +484,8 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
         if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
             hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
 
-            def steps(prompt_ids: list[int], count: int, logits_diff: Comparison, hidden_diff: Comparison) -> None:
-                drafter_steps(engine, target, drafter_checkpoint, prompt_ids, count, logits_diff, hidden_diff, case="spans")
+            def steps(prompt_ids: list[int], logits_diff: Comparison, hidden_diff: Comparison) -> None:
+                drafter_steps(engine, target, drafter_checkpoint, prompt_ids, DRAFT_STEPS, logits_diff, hidden_diff, case="spans")
 
         spans_case(engine, target, engine.encode(VALIDATION_PROMPT), comparisons, names, steps, hidden)
         if hidden is not None:

@@ -5,7 +5,7 @@ runtime runs it while every position of the call lies below L (runtime/litert_si
 The other cases reach the narrowest span at the start of a sequence and the wider ones only by
 chance, so this case runs each on purpose: for every width W (each span, then the capacity C)
 every decoder signature that has spans once with its last position at W - 1, and the drafter
-at position W - 1 (4 chained steps), on one sequence of C tokens, against transformers' logits for it.
+at position W - 1 (chained steps), on one sequence of C tokens, against transformers' logits for it.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from .checkpoint import Checkpoint
 if TYPE_CHECKING:
     from .validate import Comparison
 
-DRAFT_STEPS = 4  # chained drafter steps per width, as validate's drafter case runs
-
-# (prompt ids, steps, drafter logits comparison, next-hidden comparison): validate.drafter_steps
-DrafterSteps = Callable[[list[int], int, "Comparison", "Comparison"], None]
+# (prompt ids, drafter logits comparison, next-hidden comparison): validate.drafter_steps's
+# chained steps at the position of the last prompt token
+DrafterSteps = Callable[[list[int], "Comparison", "Comparison"], None]
 
 
 def spans_case(
@@ -64,4 +63,4 @@ def spans_case(
             logits, _ = model.decode(embeds[:, start:width], cache)
             comparisons[names[GraphRole.DECODER]].add("spans", logits, reference[start:width], logits=True)
         if drafter_steps is not None and hidden_diff is not None and spans.get(DRAFTER):
-            drafter_steps(ids[:width], DRAFT_STEPS, comparisons[names[GraphRole.DRAFTER]], hidden_diff)
+            drafter_steps(ids[:width], comparisons[names[GraphRole.DRAFTER]], hidden_diff)
