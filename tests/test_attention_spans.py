@@ -75,7 +75,11 @@ def test_each_call_runs_the_narrowest_signature_that_holds_it(litert_engine: Eng
     spans = sorted(model.spans[DECODE])
     ran: list[str | None] = []
     run = model.backend.run
-    monkeypatch.setattr(model.backend, "run", lambda graph, feeds, signature=None, bound=None: ran.append(signature) or run(graph, feeds, signature, bound))
+    monkeypatch.setattr(
+        model.backend,
+        "run",
+        lambda graph, feeds, signature=None, bound=None, prefill=False: ran.append(signature) or run(graph, feeds, signature, bound, prefill),
+    )
     ids = litert_engine.encode(PROMPT * 40)[: spans[-1] + 8]
     embeds = model.embed_tokens(ids)
     cache = model.new_cache()
