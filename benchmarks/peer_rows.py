@@ -22,6 +22,9 @@ import decode_speed
 from decode_speed import Sample, Summary
 
 ORTGENAI = "ort-genai"  # the onnxruntime-genai row's name (decode_speed names the others)
+# --huge-pages-ablation: each side with the other's page setting (runtime/huge_pages.py)
+RUNTIME_SMALL_PAGES = "runtime-plain-small-pages"  # our ONNX plain row, its weights left in 4 KiB pages
+ORTGENAI_HUGE_PAGES = "ort-genai-huge-pages"  # onnxruntime-genai, its load given our huge-page advice
 REPLY_TIMEOUT_S = 3600.0  # a row that says nothing for this long is taken as hung
 
 
@@ -52,6 +55,7 @@ class RowSpec:
     path: Path
     backend: str = "onnxruntime"
     speculative: bool = False
+    huge_pages: bool | None = None  # None: the engine's own default (ours: huge pages; onnxruntime-genai: none)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ class RuntimeRow:
     def __init__(self, spec: RowSpec, workload: Workload):
         from gemma_edge.runtime.engine import Engine
 
-        self.engine = Engine(spec.path, backend=spec.backend, threads=workload.runtime_threads)
+        huge_pages = True if spec.huge_pages is None else spec.huge_pages
+        self.engine = Engine(spec.path, backend=spec.backend, threads=workload.runtime_threads, huge_pages=huge_pages)
         self.spec = spec
         self.workload = workload
 
@@ -152,9 +157,13 @@ class LiteRtLmRow:
 
 class OrtGenaiRow:
     def __init__(self, spec: RowSpec, workload: Workload):
+        from gemma_edge.runtime.huge_pages import load_with_huge_pages
         from ortgenai_runner import OrtGenaiRunner
 
-        self.runner = OrtGenaiRunner(spec.path, workload.threads)
+        def load() -> OrtGenaiRunner:
+            return OrtGenaiRunner(spec.path, workload.threads)
+
+        self.runner = load_with_huge_pages(load)[0] if spec.huge_pages else load()
         self.workload = workload
 
     def decode(self) -> PeerSample:

@@ -137,16 +137,23 @@ from decode_speed import (
     TRANSFORMERS,
     Summary,
 )
-from peer_rows import ORTGENAI, RowProcess, RowSpec, Workload, measure_rows, start_rows
+from peer_rows import ORTGENAI, ORTGENAI_HUGE_PAGES, RUNTIME_SMALL_PAGES, RowProcess, RowSpec, Workload, measure_rows, start_rows
 from roofline import _ortgenai_file, measure_bandwidth, roofline
 
 OURS = (RUNTIME_PLAIN, RUNTIME_MTP, LITERT_PLAIN, LITERT_MTP)
-PEERS = (ORTGENAI, LITERTLM_PLAIN, LITERTLM_MTP, TRANSFORMERS)
+PEERS = (ORTGENAI, LITERTLM_PLAIN, LITERTLM_MTP, TRANSFORMERS)  # as shipped: the ratios' denominators
+ABLATIONS = (RUNTIME_SMALL_PAGES, ORTGENAI_HUGE_PAGES)  # rows of --huge-pages-ablation
 REFERENCE = RUNTIME_PLAIN  # the row that must run: greedy outputs are compared with it (and with LITERT_PLAIN)
 TEXT_ONLY = decode_speed.TEXT_ONLY
-LABELS = {**decode_speed.LABELS, ORTGENAI: "onnxruntime-genai, its builder's model"}
+LABELS = {
+    **decode_speed.LABELS,
+    ORTGENAI: "onnxruntime-genai, its builder's model",
+    RUNTIME_SMALL_PAGES: "runtime on ONNX, no spec., 4 KiB pages",
+    ORTGENAI_HUGE_PAGES: "onnxruntime-genai with our huge pages",
+}
 # decode_speed.measure() labels its Summary rows from decode_speed.LABELS: register ours there.
-decode_speed.LABELS.setdefault(ORTGENAI, LABELS[ORTGENAI])
+for _name in (ORTGENAI, *ABLATIONS):
+    decode_speed.LABELS.setdefault(_name, LABELS[_name])
 ORTGENAI_PRECISION = {"int4-b32-sym": "int4", "fp32": "fp32"}  # our recipe -> builder precision
 DEFAULT_QUANT = "int4"
 
@@ -185,6 +192,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate per decode run (default: 64)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up (default: 5)")
     parser.add_argument("--threads", type=int, default=None, help="threads of every engine (default: usable CPUs for the peers and transformers, the runtime's own default for ours)")
+    parser.add_argument(
+        "--huge-pages-ablation",
+        action="store_true",
+        help="also run our ONNX plain row with its weights in 4 KiB pages and onnxruntime-genai with our huge-page advice "
+        "(runtime/huge_pages.py); neither counts as a peer in the ratios",
+    )
     parser.add_argument("--roofline", action="store_true", help="measure memory bandwidth and weight bytes per token")
     parser.add_argument("--bandwidth-gib", type=float, default=1.0, help="array size of the bandwidth test (default: 1 GiB)")
     parser.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
@@ -287,7 +300,7 @@ def check_fits(workload: Workload, artifacts: Path) -> None:
 
 
 def plan_rows(
-    artifacts: Path, checkpoint: Path, ortgenai_dir: Path | None, ortgenai_reason: str
+    artifacts: Path, checkpoint: Path, ortgenai_dir: Path | None, ortgenai_reason: str, huge_pages_ablation: bool = False
 ) -> tuple[list[RowSpec], dict[str, str]]:
     """The rows this export and these packages allow, and why each missing one is missing."""
     from gemma_edge.runtime.manifest import GraphRole, load_manifest
@@ -311,8 +324,12 @@ def plan_rows(
             absent[LITERT_MTP] = no_drafter
     else:
         absent[LITERT_PLAIN] = absent[LITERT_MTP] = no_tflite
+    if huge_pages_ablation:
+        rows.append(RowSpec(RUNTIME_SMALL_PAGES, "runtime", artifacts, huge_pages=False))
     if ortgenai_dir is not None:
         rows.append(RowSpec(ORTGENAI, "ort-genai", ortgenai_dir))
+        if huge_pages_ablation:
+            rows.append(RowSpec(ORTGENAI_HUGE_PAGES, "ort-genai", ortgenai_dir, huge_pages=True))
     else:
         absent[ORTGENAI] = ortgenai_reason
     litertlm_reason = _litertlm_missing(manifest.litertlm, has_tflite)
@@ -424,7 +441,7 @@ def row_results(summaries: dict[str, Summary], rows: dict[str, RowProcess], agre
         memory = rows[name].memory
         results[name] = {
             **row,
-            "group": "ours" if name in OURS else "peer",
+            "group": "ablation" if name in ABLATIONS else "ours" if name in OURS else "peer",
             "decode_vs_best_peer": row["median"] / best_decode if row["median"] and best_decode else None,
             "prefill_tokens_per_second": prefill,
             "prefill_median": prefill_median,
@@ -613,7 +630,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ortgenai_dir, ortgenai_reason, build_seconds = ortgenai_model(args, checkpoint, recipe, Path(scratch))
         workload = make_workload(checkpoint, args, threads)
         check_fits(workload, artifacts)
-        specs, absent = plan_rows(artifacts, checkpoint, ortgenai_dir, ortgenai_reason)
+        specs, absent = plan_rows(artifacts, checkpoint, ortgenai_dir, ortgenai_reason, args.huge_pages_ablation)
         bandwidth = None
         if args.roofline:
             print("measuring memory bandwidth...", file=sys.stderr, flush=True)

@@ -206,6 +206,7 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step, fixed [default: greedy decoding chooses it per step from measured costs and acceptance, up to the drafter's num_assistant_tokens; sampling uses that number].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every graph [default: a model of hidden size below 512 decodes on 1 thread (its ops are too small to split) and prefills on all available; a larger one uses all available throughout].")
+@click.option("--huge-pages/--no-huge-pages", default=True, show_default=True, help="Back onnxruntime's weights with transparent huge pages (Linux; ~25% faster decoding of a ~165M int4 model where the kernel's THP mode is madvise). No effect on LiteRT.")
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="PNG/JPEG image (repeatable); placed at each <image> in --prompt, or before it.")
 @click.option("--audio", "audio", multiple=True, type=click.Path(path_type=Path), help="WAV file, any rate and channel count, at most 30 s (repeatable); placed at each <audio>, or before the prompt.")
 @click.option("--image-tokens", default=280, show_default=True, type=click.Choice(["70", "140", "280", "560", "1120"]), help="Soft tokens per image (more = finer detail, longer prefill).")
@@ -225,6 +226,7 @@ def run(
     draft_tokens: int | None,
     backend: str,
     threads: int | None,
+    huge_pages: bool,
     images: tuple[Path, ...],
     audio: tuple[Path, ...],
     image_tokens: str,
@@ -241,7 +243,7 @@ def run(
     from gemma_edge.runtime.generate import GenerationConfig
     from gemma_edge.runtime.sampling import SamplingConfig
 
-    engine = Engine(artifacts, backend=backend, threads=threads)
+    engine = Engine(artifacts, backend=backend, threads=threads, huge_pages=huge_pages)
     if not no_speculative and not engine.model.has_drafter and not quiet:
         click.echo("note: these artifacts have no drafter graph; decoding without speculation", err=True)
     config = GenerationConfig(

@@ -14,7 +14,8 @@ import numpy as np
 from .errors import GemmaEdgeError
 from .manifest import GraphRole, GraphSpec, Manifest
 from .native_output import quiet_native_output
-from .threads import thread_plan
+from .huge_pages import HugePageReport, load_with_huge_pages
+from .threads import ThreadPlan, thread_plan
 from .xnnpack_cache import weight_cache_path
 
 BACKENDS = ("onnxruntime", "litert")
@@ -51,12 +52,21 @@ class Backend(Protocol):
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None):
-        plan = thread_plan(manifest, threads)
+    def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None, huge_pages: bool = True):
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
         self.prefill_sessions = {}  # graph -> a second session on plan.prefill threads (a split plan's decoder)
         self._bindings: dict[str, tuple[dict[str, object], object, object, list[str]]] = {}  # graph -> (bound, session, binding, returned)
+        # onnxruntime keeps its prepacked weights in malloc'd memory: huge pages make a decode
+        # step's stream over them ~25% faster on the ~165M model (huge_pages.py).
+        plan = thread_plan(manifest, threads)
+        self.huge_pages = HugePageReport()  # what the load's memory got (all zero when not asked)
+        if huge_pages:
+            self.huge_pages = load_with_huge_pages(lambda: self._open_sessions(folder, manifest, plan))[1]
+        else:
+            self._open_sessions(folder, manifest, plan)
+
+    def _open_sessions(self, folder: Path, manifest: Manifest, plan: ThreadPlan) -> None:
         for name, spec in manifest.graphs.items():
             if spec.format != "onnx":
                 continue
@@ -348,7 +358,9 @@ class _SignatureCall:
     reads: list[tuple[str, object, int, np.dtype, tuple[int, ...]]]
 
 
-def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None) -> Backend:
+def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None, huge_pages: bool = True) -> Backend:
+    """`huge_pages`: back onnxruntime's weights with transparent huge pages (huge_pages.py);
+    LiteRT's live in XNNPACK's file-backed weight cache, which it does not apply to."""
     if name not in BACKENDS:
         raise GemmaEdgeError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     if FORMATS[name] not in manifest.formats:
@@ -358,5 +370,5 @@ def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | N
             + " / ".join(b for b in BACKENDS if FORMATS[b] in manifest.formats)
         )
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(folder, manifest, threads)
+        return OnnxRuntimeBackend(folder, manifest, threads, huge_pages)
     return LiteRtBackend(folder, manifest, threads)

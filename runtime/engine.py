@@ -105,20 +105,22 @@ def _rate(count: int, seconds: float) -> float | None:
     return count / seconds if seconds > 0 else None
 
 
-def open_model(backend: str, folder: Path, manifest: Manifest, threads: int | None = None) -> RuntimeModel:
+def open_model(
+    backend: str, folder: Path, manifest: Manifest, threads: int | None = None, huge_pages: bool = True
+) -> RuntimeModel:
     """The backend's runtime and the model form that fits its graphs."""
-    runtime = create_backend(backend, folder, manifest, threads)
+    runtime = create_backend(backend, folder, manifest, threads, huge_pages)
     return LiteRtModel(manifest, runtime) if runtime.name == "litert" else ExportedModel(manifest, runtime)
 
 
 class Engine:
-    def __init__(self, folder: Path, backend: str = "onnxruntime", threads: int | None = None):
+    def __init__(self, folder: Path, backend: str = "onnxruntime", threads: int | None = None, huge_pages: bool = True):
         from tokenizers import Tokenizer
 
         self.folder = folder
         self.manifest: Manifest = load_manifest(folder)  # verifies every checksum before any session exists
         self.tokenizer = Tokenizer.from_file(str(folder / self.manifest.tokenizer))
-        self.model = open_model(backend, folder, self.manifest, threads)
+        self.model = open_model(backend, folder, self.manifest, threads, huge_pages)
 
     def encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer.encode(prompt).ids
