@@ -75,6 +75,7 @@ class RowMemory:
 
     baseline_rss: float | None  # VmRSS before the engine's modules are imported
     loaded_rss: float | None  # VmRSS after the engine is open
+    huge_pages: float | None = None  # AnonHugePages after the engine is open (runtime/huge_pages.py)
     peak_rss: float | None = None  # VmHWM at the end (peak over the process's life)
 
 
@@ -268,7 +269,10 @@ def row_process(spec: RowSpec, workload: Workload, conn: Connection) -> None:
     except BaseException:  # noqa: BLE001 - reported to the parent, which skips the row
         conn.send(("error", traceback.format_exc()))
         return
-    conn.send(("ready", {"baseline_rss": baseline, "loaded_rss": memory_status()["VmRSS"]}))
+    from gemma_edge.runtime.huge_pages import anonymous_huge_bytes
+
+    loaded = {"baseline_rss": baseline, "loaded_rss": memory_status()["VmRSS"], "huge_pages": anonymous_huge_bytes() / 2**20}
+    conn.send(("ready", loaded))
     while True:
         command = conn.recv()
         if command == "stop":

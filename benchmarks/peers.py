@@ -55,6 +55,11 @@ Per row:
   allocator's slack. ``RUSAGE_CHILDREN`` of the parent was not used: it is one maximum over all
   waited-for children, not one per row. The runtime's plain and MTP rows are separate processes
   and both load the drafter (the runtime opens every graph of the export).
+* **huge pages**: the row process's ``AnonHugePages`` once its engine is open. Our onnxruntime
+  rows move their weights to transparent huge pages after loading (runtime/huge_pages.py); no
+  peer does by itself. ``--huge-pages-ablation`` adds our ONNX plain row without them and
+  onnxruntime-genai with the same advice around its model load, so each side is also seen with
+  the other's page setting; those two rows are not peers in the ratios.
 * **CPU/wall**: the row process's CPU seconds (all its threads) per wall second over each decode
   run, median: how many cores the engine keeps busy (below ``--threads`` where it runs serial
   code between parallel kernels, as our Python loop does). **other load**: the cores the rest of
@@ -478,7 +483,7 @@ def format_rows(results: dict[str, Any]) -> str:
     references = [name for name in AGREEMENT_REFERENCES if any(name in row["greedy_vs_ours"] for row in results.values())]
     header = (
         "row", "new tok", "decode tok/s", "(min-max)", "vs best peer", "CPU/wall", "other load", "prefill tok/s", "vs best peer",
-        "peak RSS MiB", *(f"= ours {AGREEMENT_REFERENCES[name]}" for name in references),
+        "peak RSS MiB", "huge pages MiB", *(f"= ours {AGREEMENT_REFERENCES[name]}" for name in references),
     )  # fmt: skip
     rows = []
     for name, row in results.items():
@@ -495,6 +500,7 @@ def format_rows(results: dict[str, Any]) -> str:
                 _fmt(row["prefill_median"]),
                 _fmt(row["prefill_vs_best_peer"], ".2f", "x"),
                 _fmt(memory.get("peak_rss")),
+                _fmt(memory.get("huge_pages"), ".0f"),
                 *(_agreement_cell(name, reference, row["greedy_vs_ours"]) for reference in references),
             )
         )
@@ -673,6 +679,7 @@ DEFINITIONS = {
     "(LiteRT-LM: its decode token count / its decode time)",
     "prefill_tokens_per_second": "prompt tokens / prefill seconds, each engine's definition (see peers.py)",
     "peak_rss": "VmHWM of the row's own process, MiB",
+    "huge_pages": "AnonHugePages of the row's process once its engine is open, MiB (runtime/huge_pages.py)",
     "vs_best_peer": "median / the highest median among the peer rows",
     "other_load": "cores the rest of the machine kept busy during the row's decode runs (/proc/stat)",
 }

@@ -149,7 +149,7 @@ def generate(
             emitter.stop_reason = "context"
             break
         step_from = time.perf_counter()
-        logits, hidden = model.decode(model.embed_tokens([token]), cache)
+        logits, hidden = model.decode(model.embed_tokens([token]), cache, transient=True)  # logits read right below
         if schedule is not None:
             schedule.record_plain(time.perf_counter() - step_from)
         token = next_token(logits[-1], config.sampling, rng)

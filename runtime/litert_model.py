@@ -106,11 +106,17 @@ class LiteRtModel(GraphModel):
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
+        self,
+        embeds: np.ndarray,
+        cache: KVCache,
+        block_ids: np.ndarray | None = None,
+        all_logits: bool = True,
+        transient: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
         Returns logits [S, V] (the last row [1, V] only, when not `all_logits`) and final-norm
-        hidden states [S, H]. The prefill signatures compute every row's logits regardless."""
+        hidden states [S, H]. The prefill signatures compute every row's logits regardless.
+        `transient` changes nothing here: every read out of LiteRT's buffers is a new array."""
         seq = embeds.shape[1]
         cache.check_room(seq)
         if seq == 1 and block_ids is None and self.decoder_lengths.get(1) == DECODE:

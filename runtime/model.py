@@ -34,7 +34,12 @@ class RuntimeModel(Protocol):
     def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray: ...
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
+        self,
+        embeds: np.ndarray,
+        cache: KVCache,
+        block_ids: np.ndarray | None = None,
+        all_logits: bool = True,
+        transient: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]: ...
@@ -55,8 +60,8 @@ class RuntimeModel(Protocol):
 # Token tables up to this size in float32 are expanded once, by the token embedder itself, and
 # looked up in numpy from then on: a graph call costs ~60 us between decoder steps (the caches
 # it finds cold), against a ~0.85 ms decode step of the built-in int4 model, and a speculative
-# round makes two (built-in int4, interleaved: MTP +6% on onnxruntime, +7% on LiteRT). The
-# 12B's table (262144 x 3840, 4 GB in float32) always goes through the graph.
+# round makes two (built-in int4, interleaved: MTP +6% on onnxruntime, +7% on LiteRT). A bigger
+# table (the 12B's: 262144 x 3840, 4 GB in float32) keeps the rows the graph gave, up to this size.
 TOKEN_TABLE_LIMIT_BYTES = 64 * 1024**2
 TOKEN_TABLE_CHUNK = 512  # ids embedded per graph call while expanding
 
@@ -66,6 +71,7 @@ class GraphModel:
 
     format = ""  # the graph format this form runs (backend.FORMATS)
     _token_table: np.ndarray | None = None  # [V, H] float32, the embedder's output for every id
+    _token_rows: dict[int, np.ndarray] | None = None  # id -> [H], where the table is too big to expand
 
     def __init__(self, manifest: Manifest, backend: Backend):
         self.manifest = manifest
@@ -87,7 +93,23 @@ class GraphModel:
             self._token_table = np.concatenate(chunks, axis=1)[0]
         if self._token_table is not None:
             return self._token_table[np.asarray(token_ids, dtype=np.int64)][None]
-        return self.embed_tokens_with_graph(token_ids)
+        return self._embed_remembering(token_ids)
+
+    def _embed_remembering(self, token_ids: list[int]) -> np.ndarray:
+        """A table too big to expand is filled row by row instead: the rows the graph gave are
+        kept (up to TOKEN_TABLE_LIMIT_BYTES of them) and only ids never seen go to the graph,
+        which spares most decode steps its call (~0.1 ms of a ~7 ms step on the ~165M model:
+        text reuses a few thousand ids)."""
+        if self._token_rows is None:
+            self._token_rows = {}
+        rows = self._token_rows
+        missing = [token for token in dict.fromkeys(token_ids) if token not in rows]
+        fresh: dict[int, np.ndarray] = {}
+        if missing:
+            fresh = dict(zip(missing, self.embed_tokens_with_graph(missing)[0]))  # [H] each
+            room = TOKEN_TABLE_LIMIT_BYTES // (4 * self.manifest.model.hidden_size) - len(rows)
+            rows.update(list(fresh.items())[: max(0, room)])
+        return np.stack([rows[token] if token in rows else fresh[token] for token in token_ids])[None]
 
     def expands_token_table(self) -> bool:
         model = self.manifest.model
@@ -115,6 +137,7 @@ class ExportedModel(GraphModel):
     bound as both past_* and present_* so GroupQueryAttention appends in place (kv_cache.py)."""
 
     format = "onnx"
+    _step_arrays: dict[str, np.ndarray] | None = None  # see _step_outputs
 
     def new_cache(self) -> KVCache:
         # The previous cache's buffers are still referenced by the kept bindings: let them go
@@ -136,22 +159,34 @@ class ExportedModel(GraphModel):
         return KVCache(capacity, layers, bound)
 
     def _run(
-        self, role: GraphRole, feeds: dict[str, np.ndarray], bound: dict[str, object] | None = None, prefill: bool = False
+        self,
+        role: GraphRole,
+        feeds: dict[str, np.ndarray],
+        bound: dict[str, object] | None = None,
+        prefill: bool = False,
+        into: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        return self.backend.run(self.graph_names[role], feeds, bound=bound, prefill=prefill)
+        return self.backend.run(self.graph_names[role], feeds, bound=bound, prefill=prefill, into=into)
 
     def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray:
         ids = np.asarray(token_ids, dtype=np.int64)[None]
         return self._run(GraphRole.TOKEN_EMBEDDER, {"input_ids": ids})["inputs_embeds"]
 
     def decode(
-        self, embeds: np.ndarray, cache: KVCache, block_ids: np.ndarray | None = None, all_logits: bool = True
+        self,
+        embeds: np.ndarray,
+        cache: KVCache,
+        block_ids: np.ndarray | None = None,
+        all_logits: bool = True,
+        transient: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run embeds [1, S, H] at positions cache.length.. ; extends the cache by S.
 
         block_ids [T] marks image blocks (-1 for text) over all T = cache.length + S positions.
         Returns logits [S, V] (or [1, V] for the last row only, when not `all_logits`) and
-        final-norm hidden states [S, H].
+        final-norm hidden states [S, H]. `transient` (a 1-row step whose caller reads the logits
+        before decoding again): the logits are written into one array that every transient
+        step reuses, saving their copy out of onnxruntime.
         """
         start, seq = cache.length, embeds.shape[1]
         cache.check_room(seq)
@@ -164,9 +199,21 @@ class ExportedModel(GraphModel):
             "mask_sliding": mask_sliding,
             "logit_rows": np.arange(0 if all_logits else seq - 1, seq, dtype=np.int64),
         }
-        outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound, prefill=seq >= WIDE_ROWS)
+        into = self._step_outputs() if transient and seq == 1 else None
+        outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound, prefill=seq >= WIDE_ROWS, into=into)
         cache.length += seq
-        return outputs["logits"][0], outputs["hidden"][0]
+        hidden = outputs["hidden"][0]
+        return outputs["logits"][0], hidden.copy() if into else hidden  # the hidden row outlives the step (the drafter's input)
+
+    def _step_outputs(self) -> dict[str, np.ndarray]:
+        """The arrays a transient 1-row step writes into: logits [1, 1, V], hidden [1, 1, H]."""
+        if self._step_arrays is None:
+            model = self.manifest.model
+            self._step_arrays = {
+                "logits": np.empty((1, 1, model.vocab_size), np.float32),
+                "hidden": np.empty((1, 1, model.hidden_size), np.float32),
+            }
+        return self._step_arrays
 
     def draft(
         self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache

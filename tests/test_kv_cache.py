@@ -133,3 +133,24 @@ def test_a_new_onnx_cache_releases_the_previous_one(artifacts: Path) -> None:
     model.new_cache()
     gc.collect()
     assert all(buffer() is None for buffer in buffers)
+
+
+def test_onnx_transient_steps_write_their_logits_into_one_array(artifacts: Path) -> None:
+    """transient=True: a 1-row step's logits land in the model's one step array (no copy out of
+    onnxruntime), the same numbers as an ordinary step's; its hidden row is the caller's own."""
+    manifest = load_manifest(artifacts)
+    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    prompt = model.embed_tokens([2, 40, 41, 42])
+    plain, transient = model.new_cache(), model.new_cache()
+    model.decode(prompt, plain)
+    model.decode(prompt, transient)
+    expected = [model.decode(model.embed_tokens([token]), plain) for token in (60, 61)]
+    first_logits, first_hidden = model.decode(model.embed_tokens([60]), transient, transient=True)
+    np.testing.assert_array_equal(first_logits, expected[0][0])
+    np.testing.assert_array_equal(first_hidden, expected[0][1])
+    kept_hidden = first_hidden.copy()
+    second_logits, second_hidden = model.decode(model.embed_tokens([61]), transient, transient=True)
+    assert np.shares_memory(first_logits, second_logits)  # the step array, overwritten
+    np.testing.assert_array_equal(second_logits, expected[1][0])
+    np.testing.assert_array_equal(first_hidden, kept_hidden)  # not overwritten by the second step
+    np.testing.assert_array_equal(second_hidden, expected[1][1])

@@ -33,3 +33,26 @@ def test_a_table_over_the_limit_stays_in_the_graph(artifacts: Path, monkeypatch:
     model = open_model("onnxruntime", artifacts, manifest, threads=1)
     rows = model.embed_tokens([3, 4])
     assert model._token_table is None and rows.shape == (1, 2, manifest.model.hidden_size)
+
+
+def test_a_table_over_the_limit_keeps_the_rows_the_graph_gave(artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = load_manifest(artifacts)
+    hidden = manifest.model.hidden_size
+    monkeypatch.setattr(model_module, "TOKEN_TABLE_LIMIT_BYTES", 3 * 4 * hidden)  # room for 3 rows
+    model = open_model("onnxruntime", artifacts, manifest, threads=1)
+    calls: list[list[int]] = []
+    graph = model.embed_tokens_with_graph
+
+    def counted(ids: list[int]) -> np.ndarray:
+        calls.append(list(ids))
+        return graph(ids)
+
+    monkeypatch.setattr(model, "embed_tokens_with_graph", counted)
+    np.testing.assert_array_equal(model.embed_tokens([5, 9, 5]), graph([5, 9, 5]))
+    assert calls == [[5, 9]] and sorted(model._token_rows) == [5, 9]
+    np.testing.assert_array_equal(model.embed_tokens([9]), graph([9]))
+    assert len(calls) == 1  # a kept row: no graph call
+    np.testing.assert_array_equal(model.embed_tokens([1, 2, 9]), graph([1, 2, 9]))  # one more fits, not two
+    assert calls[-1] == [1, 2] and sorted(model._token_rows) == [1, 5, 9]
+    np.testing.assert_array_equal(model.embed_tokens([2]), graph([2]))  # not kept: the graph again
+    assert calls[-1] == [2] and model._token_table is None
