@@ -62,7 +62,7 @@ class OnnxRuntimeBackend:
         self._bindings: dict[str, tuple[dict[str, object], object, object, list[str]]] = {}  # graph -> (bound, session, binding, returned)
         self._wrappers: dict[int, tuple[np.ndarray, object]] = {}  # id -> (an `into` array, its OrtValue)
         # onnxruntime keeps its prepacked weights in malloc'd memory: huge pages make a decode
-        # step's stream over them ~25% faster on the ~165M model (huge_pages.py).
+        # step's stream over them 6-21% faster on ~165M-1B int4 models (huge_pages.py).
         plan = thread_plan(manifest, threads)
         self.huge_pages = HugePageReport()  # what the load's memory got (all zero when not asked)
         if huge_pages:

@@ -3,10 +3,11 @@ that the runtime asks for it (or not) as told."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from gemma_edge.runtime import huge_pages
@@ -52,18 +53,26 @@ def _covered(address: int, ranges: list[tuple[int, int]]) -> bool:
     return any(start <= address < end for start, end in ranges)
 
 
+def _private_mapping(size: int) -> tuple[mmap.mmap, int]:
+    """A written private anonymous mapping of its own (malloc may instead reuse heap space that
+    earlier tests freed, which the load cannot tell from older memory) and its address."""
+    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapping.write(b"\x01" * size)  # resident, like prepacked weights
+    return mapping, ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+
+
 @pytest.mark.skipif(not LINUX_WITH_THP, reason="needs Linux with transparent huge pages not set to never")
 def test_the_memory_a_load_maps_is_advised_and_older_memory_is_not() -> None:
-    older = np.ones(8 * MIB // 8)  # mapped before the load: must be left alone
+    older, older_address = _private_mapping(8 * MIB)  # mapped before the load: must be left alone
     before = anonymous_ranges()
-    # 64 MiB, written, like prepacked weights: above glibc's largest mmap threshold (32 MiB), so a
-    # mapping of its own, never free space of the heap that earlier tests left
-    loaded, report = load_with_huge_pages(lambda: np.ones(64 * MIB // 8))
+    (loaded, address), report = load_with_huge_pages(lambda: _private_mapping(32 * MIB))
     fresh = new_ranges(before, anonymous_ranges())
-    assert _covered(loaded.ctypes.data, fresh) and _covered(loaded.ctypes.data + loaded.nbytes - 1, fresh)
-    assert not _covered(older.ctypes.data, fresh)
-    assert report.advised_bytes >= 60 * MIB  # the array's whole huge pages, at least
+    assert _covered(address, fresh) and _covered(address + 32 * MIB - 1, fresh)
+    assert not _covered(older_address, fresh)
+    assert report.advised_bytes >= 30 * MIB  # the mapping's whole huge pages, at least
     assert 0 <= report.huge_bytes <= report.advised_bytes + 4 * MIB
+    loaded.close()
+    older.close()
 
 
 def test_the_runtime_asks_for_huge_pages_only_when_told(artifacts: Path) -> None:
