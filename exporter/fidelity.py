@@ -28,6 +28,7 @@ from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.manifest import GraphRole
 
 from .checkpoint import Checkpoint
+from .packed_matmuls import SCOPES_KEY, packed_parts
 from .quality import SEQUENCE_TOKENS, SEQUENCES, heldout_sequences, kl_per_position
 
 TOP1_AGREEMENT = 0.95
@@ -79,13 +80,22 @@ def dequantize_embedding(model: onnx.ModelProto) -> np.ndarray | None:
     return None
 
 
-def _module_path(node: onnx.NodeProto) -> str:
-    """The DecoderStep module path recorded on the node (the quantizer copies it over)."""
-    scopes = next((prop.value for prop in node.metadata_props if prop.key == "pkg.torch.onnx.name_scopes"), "")
+def _module_path(name: str, scopes: str) -> str:
+    """The DecoderStep module path in a node's recorded scopes (the quantizer copies them over)."""
     paths = re.findall(r"'(body\.[\w.]+)'", scopes)
     if not paths:
-        raise ValueError(f"node {node.name} carries no module path")
+        raise ValueError(f"node {name} carries no module path")
     return paths[-1]
+
+
+def matmul_nbits_weights(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(module path, float weight [N, K]) of each module a MatMulNBits node multiplies by: one,
+    or the parts of a packed node in output order (exporter/packed_matmuls.py)."""
+    metadata = {prop.key: prop.value for prop in node.metadata_props}
+    weight = dequantize_matmul_nbits(node, initializers)
+    parts = packed_parts(metadata) or [(node.name, metadata.get(SCOPES_KEY, ""), weight.shape[0])]
+    bounds = np.cumsum([0, *(rows for _, _, rows in parts)])
+    return [(_module_path(name, scopes), weight[start:end]) for (name, scopes, _), start, end in zip(parts, bounds, bounds[1:])]
 
 
 def fake_quant_reference(target: Checkpoint, folder: Path, graphs: dict[GraphRole, str]) -> torch.nn.Module:
@@ -99,9 +109,10 @@ def fake_quant_reference(target: Checkpoint, folder: Path, graphs: dict[GraphRol
         for node in decoder.graph.node:
             if node.op_type != "MatMulNBits":
                 continue
-            path = _module_path(node).removeprefix("body.")
-            module = model.lm_head if path == "lm_head" else language_model.get_submodule(path)
-            module.weight.copy_(torch.from_numpy(dequantize_matmul_nbits(node, initializers)))
+            for path, weight in matmul_nbits_weights(node, initializers):
+                path = path.removeprefix("body.")
+                module = model.lm_head if path == "lm_head" else language_model.get_submodule(path)
+                module.weight.copy_(torch.from_numpy(weight))
         table = dequantize_embedding(onnx.load(folder / graphs[GraphRole.TOKEN_EMBEDDER]))
         if table is not None:
             language_model.embed_tokens.weight.copy_(torch.from_numpy(table))

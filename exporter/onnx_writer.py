@@ -8,7 +8,9 @@ run the code path a 12B export runs:
      (exporter/lazy_weights.py), and fold each Linear's Transpose(W) into W^T read lazily;
   3. optimise with the weights hidden as graph inputs, so nothing is folded (or read);
   4. rewrite the weight-bearing nodes by the recipe, lazily (quantize/onnx_quantize.py);
-  5. save tensor by tensor: each weight is read, quantized and written, then dropped.
+  5. pack the quantized projections of one input (q/k/v, gate/up) into one MatMulNBits each
+     (exporter/packed_matmuls.py), still lazily;
+  6. save tensor by tensor: each weight is read, quantized and written, then dropped.
 Peak memory is the graph plus the largest block a quantizer call takes (quantize/lazy_quantized.py).
 """
 
@@ -31,6 +33,7 @@ from gemma_edge.runtime.manifest import GraphSpec
 from .graph_specs import example_inputs
 from .lazy_weights import WeightSources, fold_weight_transposes
 from .onnx_contrib import TRANSLATIONS
+from .packed_matmuls import pack_parallel_matmuls
 
 OPSET = 20
 
@@ -108,6 +111,7 @@ def write_onnx(
     fold_weight_transposes(model)
     optimize_without_weights(model)
     wants_float16 = quantize_graph(model, spec.role, recipe)
+    pack_parallel_matmuls(model.graph)  # q/k/v and gate/up: one quantized matmul each
     initializers = list(model.graph.initializers.values())
     total_bytes = sum(value.const_value.nbytes for value in initializers)
     files = save_ir_model(model, path, written=progress(total_bytes, len(initializers)) if progress else None)

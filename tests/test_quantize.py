@@ -12,6 +12,7 @@ import pytest
 from helpers import assert_one_line_error, invoke
 
 from gemma_edge.exporter.export import ExportOptions, export
+from gemma_edge.exporter.packed_matmuls import packed_parts
 from gemma_edge.quantize.onnx_quantize import node_part, weight_nodes
 from gemma_edge.quantize.recipes import ALIASES, RECIPES, Kind, Part, get_recipe
 from gemma_edge.runtime.errors import GemmaEdgeError
@@ -80,9 +81,11 @@ def _nbits_by_part(model: onnx.ModelProto, reference: onnx.ModelProto, role: Gra
     found: dict[Part, set[int]] = {}
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
-            original = node.name.removesuffix("_Q4").removesuffix("_Q8")
+            metadata = {prop.key: prop.value for prop in node.metadata_props}
+            names = [name for name, _, _ in packed_parts(metadata) or [(node.name, "", 0)]]  # q/k/v, gate/up packed
             bits = next(attribute.i for attribute in node.attribute if attribute.name == "bits")
-            found.setdefault(parts[original], set()).add(bits)
+            for name in names:
+                found.setdefault(parts[name.removesuffix("_Q4").removesuffix("_Q8")], set()).add(bits)
     return found
 
 
