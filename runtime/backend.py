@@ -32,15 +32,12 @@ class Backend(Protocol):
         signature: str | None = None,
         bound: dict[str, object] | None = None,
         prefill: bool = False,
-        into: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run graph `graph` (a manifest key; for TFLite one of its signatures) and return its
-        outputs by name. `bound`: tensor name -> a buffer of the backend's own (new_buffer),
-        used in place for the input and/or output of that name (the K/V caches); not returned.
-        `prefill`: a prefill-sized decoder call, run on the prefill threads (threads.py).
-        `into`: output name -> an array of its exact shape the backend may write that output
-        into and return as is (no new array, no copy); the caller reads it before reusing it.
-        onnxruntime uses it when it names every returned output, LiteRT never."""
+        outputs by name. `bound`: tensor name -> a buffer of the backend's own (new_buffer,
+        share_array), used in place for the input and/or output of that name (the K/V caches,
+        a decode step's arrays); not returned.
+        `prefill`: a prefill-sized decoder call, run on the prefill threads (threads.py)."""
         ...
 
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
@@ -60,8 +57,8 @@ class OnnxRuntimeBackend:
         self.specs: dict[str, GraphSpec] = {}
         self.sessions = {}
         self.prefill_sessions = {}  # graph -> a second session on plan.prefill threads (a split plan's decoder)
-        self._bindings: dict[str, tuple[dict[str, object], object, object, list[str]]] = {}  # graph -> (bound, session, binding, returned)
-        self._wrappers: dict[int, tuple[np.ndarray, object]] = {}  # id -> (an `into` array, its OrtValue)
+        # (graph, session, bound dict) ids -> (that dict, its IOBinding, the outputs it returns)
+        self._bindings: dict[tuple[str, int, int], tuple[dict[str, object], object, list[str]]] = {}
         # onnxruntime keeps its prepacked weights in malloc'd memory: huge pages make a decode
         # step's stream over them 6-21% faster on ~165M-1B int4 models (huge_pages.py).
         plan = thread_plan(manifest, threads)
@@ -81,12 +78,14 @@ class OnnxRuntimeBackend:
             self.specs[name] = spec
 
     def _binding(self, graph: str, session: object, bound: dict[str, object]) -> tuple[object, list[str]]:
-        """The IOBinding of `graph` on `session` with `bound` attached (kept while the same dict
-        comes back to the same session: a KV cache passes its own on every step), and the
-        output names it returns."""
-        kept = self._bindings.get(graph)
-        if kept is not None and kept[0] is bound and kept[1] is session:
-            return kept[2], kept[3]
+        """The IOBinding of `graph` on `session` with `bound` attached, and the output names it
+        returns, kept (with the dict) until drop_bindings: a KV cache passes its own dict on
+        every call, a decode step its own (the cache's buffers and the step's arrays, model.py),
+        and speculation alternates the two."""
+        key = (graph, id(session), id(bound))
+        kept = self._bindings.get(key)
+        if kept is not None and kept[0] is bound:
+            return kept[1], kept[2]
         spec = self.specs[graph]
         binding = session.io_binding()
         for name in spec.input_names():
@@ -98,12 +97,22 @@ class OnnxRuntimeBackend:
         for name in spec.output_names():
             if name in bound:
                 binding.bind_ortvalue_output(name, bound[name])
-        self._bindings[graph] = (bound, session, binding, returned)
+        self._bindings[key] = (bound, binding, returned)
         return binding, returned
 
     def drop_bindings(self) -> None:
         """Forget the kept bindings, and with them the buffers they hold (a finished cache's)."""
         self._bindings.clear()
+
+    def share_array(self, array: np.ndarray) -> object:
+        """An OrtValue over `array`'s own memory, to bind: a run reads the array as it is then
+        and writes into it in place, so the caller updates inputs and reads outputs without a
+        copy or a new binding. `array` must be C-contiguous; the OrtValue keeps it alive."""
+        import onnxruntime as ort
+
+        if not array.flags.c_contiguous:
+            raise ValueError("only a C-contiguous array can be shared with onnxruntime")
+        return ort.OrtValue.ortvalue_from_numpy(array)
 
     def new_buffer(self, graph: str, signature: str, tensor: str, value: np.ndarray) -> object:
         """An OrtValue holding a copy of `value` (any ONNX graph may bind it; graph and signature
@@ -122,7 +131,6 @@ class OnnxRuntimeBackend:
         signature: str | None = None,
         bound: dict[str, object] | None = None,
         prefill: bool = False,
-        into: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         spec = self.specs[graph]
         session = self.prefill_sessions.get(graph, self.sessions[graph]) if prefill else self.sessions[graph]
@@ -130,34 +138,18 @@ class OnnxRuntimeBackend:
             return dict(zip(spec.output_names(), session.run(spec.output_names(), feeds)))
         # IOBinding: arrays are bound without a copy, bound OrtValues serve as input and output
         # at once (GroupQueryAttention then writes the new K/V rows into the buffer it reads).
-        # The cache bindings are made once per (graph, bound set); outputs whose shape varies
-        # (logits of S rows) must be re-bound on every call, onnxruntime refusing reuse.
+        # The bindings of `bound` are made once per (graph, session, bound dict); outputs whose
+        # shape varies (logits of S rows) must be re-bound on every call, onnxruntime refusing reuse.
         binding, returned = self._binding(graph, session, bound)
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
-        # Written in place when `into` holds every returned output: a decode step's 1-row logits
-        # skip their copy out of onnxruntime (~80 us at V=32000).
-        into = into if into and all(name in into for name in returned) else None
         for name in returned:
-            if into:
-                binding.bind_ortvalue_output(name, self._wrapped(into[name]))
-            else:
-                binding.bind_output(name)
+            binding.bind_output(name)
         session.run_with_iobinding(binding)
-        if into:
-            return {name: into[name] for name in returned}
+        if not returned:  # everything landed in bound buffers (a decode step's arrays)
+            return {}
         values = binding.get_outputs()
         return {name: values[index].numpy() for index, name in enumerate(returned)}
-
-    def _wrapped(self, array: np.ndarray) -> object:
-        """An OrtValue over `array`'s own memory, kept while the same array comes back."""
-        import onnxruntime as ort
-
-        kept = self._wrappers.get(id(array))
-        if kept is None or kept[0] is not array:
-            kept = (array, ort.OrtValue.ortvalue_from_numpy(array))
-            self._wrappers[id(array)] = kept
-        return kept[1]
 
 
 def _open_session(folder: Path, spec: GraphSpec, threads: int) -> object:
@@ -311,11 +303,10 @@ class LiteRtBackend:
         signature: str | None = None,
         bound: dict[str, object] | None = None,
         prefill: bool = False,
-        into: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run one signature: `feeds` are copied in, `bound` buffers used in place; returns the
-        outputs that are not bound, as numpy arrays (new ones: `into` is not used, each read
-        being a copy out of LiteRT's buffer anyway). The buffers of one graph serve both of its
+        outputs that are not bound, as new numpy arrays (each read is a copy out of LiteRT's
+        buffer). The buffers of one graph serve both of its
         instances (buffers may be bound to any model: the drafter reads the decoder's caches)."""
         if signature is None:
             raise ValueError("TFLite graphs are run by signature")

@@ -149,7 +149,9 @@ def generate(
             emitter.stop_reason = "context"
             break
         step_from = time.perf_counter()
-        logits, hidden = model.decode(model.embed_tokens([token]), cache, transient=True)  # logits read right below
+        # transient: the logits and hidden row are the step's own arrays, overwritten by the next
+        # plain step; the logits are read right below, the hidden row by a speculative round at most
+        logits, hidden = model.decode(model.embed_tokens([token]), cache, transient=True)
         if schedule is not None:
             schedule.record_plain(time.perf_counter() - step_from)
         token = next_token(logits[-1], config.sampling, rng)

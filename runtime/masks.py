@@ -65,7 +65,7 @@ def _text_rows_at_the_end(kv_length: int, rows: int, sliding_window: int) -> tup
     T-rows..T-1: row r sees every key up to its own position (causal_rows), and on sliding
     layers none before its window."""
     if rows == 1:
-        return _last_text_row(kv_length, sliding_window)
+        return decode_step_masks(kv_length, sliding_window)
     first = kv_length - rows
     mask_full = causal_rows(first, rows, kv_length)
     mask_sliding = mask_full.copy()
@@ -111,7 +111,7 @@ def drafter_masks(positions: int | np.ndarray, kv_length: int, sliding_window: i
 _LAST_ROW_SOURCES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _last_text_row(kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
+def decode_step_masks(kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
     """A decode step's two masks [1, 1, 1, T] as read-only views, not new arrays (built
     between two decoder calls they cost ~60 us of a ~7 ms step on the ~165M model, the caches
     cold): the full mask is T zeros, the sliding one the last T entries of N BLOCKED followed

@@ -135,22 +135,28 @@ def test_a_new_onnx_cache_releases_the_previous_one(artifacts: Path) -> None:
     assert all(buffer() is None for buffer in buffers)
 
 
-def test_onnx_transient_steps_write_their_logits_into_one_array(artifacts: Path) -> None:
-    """transient=True: a 1-row step's logits land in the model's one step array (no copy out of
-    onnxruntime), the same numbers as an ordinary step's; its hidden row is the caller's own."""
+def test_onnx_transient_steps_run_in_place_and_mix_with_ordinary_calls(artifacts: Path) -> None:
+    """transient=True: a 1-row step writes its inputs into, and reads its logits and hidden row
+    out of, arrays bound once per cache (no copy, no new binding), with the numbers of an
+    ordinary step; a verify-sized call in between (another binding of the same cache) and a
+    second cache do not disturb it."""
     manifest = load_manifest(artifacts)
     model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     prompt = model.embed_tokens([2, 40, 41, 42])
     plain, transient = model.new_cache(), model.new_cache()
     model.decode(prompt, plain)
     model.decode(prompt, transient)
-    expected = [model.decode(model.embed_tokens([token]), plain) for token in (60, 61)]
-    first_logits, first_hidden = model.decode(model.embed_tokens([60]), transient, transient=True)
-    np.testing.assert_array_equal(first_logits, expected[0][0])
-    np.testing.assert_array_equal(first_hidden, expected[0][1])
-    kept_hidden = first_hidden.copy()
-    second_logits, second_hidden = model.decode(model.embed_tokens([61]), transient, transient=True)
-    assert np.shares_memory(first_logits, second_logits)  # the step array, overwritten
-    np.testing.assert_array_equal(second_logits, expected[1][0])
-    np.testing.assert_array_equal(first_hidden, kept_hidden)  # not overwritten by the second step
-    np.testing.assert_array_equal(second_hidden, expected[1][1])
+    steps = ([60], [61, 62], [63], [64])  # a step, a verify of two rows, two steps
+    expected = [model.decode(model.embed_tokens(ids), plain) for ids in steps]
+    raw, got = [], []
+    for ids in steps:
+        logits, hidden = model.decode(model.embed_tokens(ids), transient, transient=True)  # 2 rows: an ordinary call
+        raw.append((logits, hidden))
+        got.append((logits.copy(), hidden.copy()))  # read before the next step, as the contract says
+    for (logits, hidden), (want_logits, want_hidden) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(logits, want_logits)
+        np.testing.assert_array_equal(hidden, want_hidden)
+    assert np.shares_memory(raw[0][0], raw[3][0]) and np.shares_memory(raw[0][1], raw[3][1])  # the step's arrays, reused
+    np.testing.assert_array_equal(raw[0][0], expected[3][0])  # ... and so overwritten by the last step
+    assert not np.shares_memory(raw[1][0], raw[0][0])  # the 2-row call's are its own
+    assert transient.length == plain.length == 4 + 5
