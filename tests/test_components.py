@@ -258,3 +258,35 @@ def test_fusable_rms_norm_equals_transformers_and_fuses_in_onnxruntime(reference
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         fused = [node.op_type for node in onnx.load(tmp_path / f"{kind}-optimized.onnx").graph.node]
         assert fused == ["SimplifiedLayerNormalization"], (kind, fused)
+
+
+def test_k_eq_v_layers_compute_one_rms_and_every_norm_fuses_in_onnxruntime(reference_target, artifacts: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """attention_k_eq_v: K = v_norm(x) * k_norm.weight gives exactly k_norm(x), and the exported
+    decoder keeps no unfused norm (a shared x / rms(x) would leave Pow/ReduceMean/Sqrt/Div)."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+
+    from gemma_edge.exporter.components.attention import normed_key_value
+    from gemma_edge.exporter.components.norms import use_fusable_norms
+
+    model = copy.deepcopy(reference_target.model)
+    use_fusable_norms(model)
+    # k_eq_v layers have v_proj None; KV-shared layers have no projections at all
+    layers = [layer.self_attn for layer in model.model.language_model.layers if getattr(layer.self_attn, "v_proj", False) is None]
+    assert layers, "the reference model should have k_eq_v layers for this test to mean anything"
+    hidden = torch.randn(1, 5, model.config.get_text_config().hidden_size) * 3
+    for attn in layers:
+        with torch.no_grad():
+            key, value = normed_key_value(attn, hidden)
+            raw = attn.k_proj(hidden).view(1, 5, -1, attn.head_dim)
+            assert torch.equal(key, attn.k_norm(raw).transpose(1, 2))
+            assert torch.equal(value, attn.v_norm(raw).transpose(1, 2))
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "decoder-optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(artifacts / "decoder.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(tmp_path / "decoder-optimized.onnx", load_external_data=False).graph.node]
+    assert "SimplifiedLayerNormalization" in ops and not {"Pow", "ReduceMean", "Sqrt"} & set(ops), sorted(set(ops))

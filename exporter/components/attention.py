@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from transformers.models.gemma4_unified.modeling_gemma4_unified import apply_rotary_pos_emb
 
+from .norms import FusableRMSNorm
+
 
 def grouped_attention(
     query: torch.Tensor,
@@ -53,8 +55,29 @@ def normed_key_value(attn: nn.Module, hidden: torch.Tensor) -> tuple[torch.Tenso
     """
     batch, seq, _ = hidden.shape
     key = attn.k_proj(hidden).view(batch, seq, -1, attn.head_dim)
+    if attn.v_proj is None and _one_rms_serves_both(attn, key):
+        # k_norm(x) = (x / rms(x)) * w and v_norm(x) = (x / rms(x)) * 1: exported as two norms of
+        # one x, the optimiser merges their common x / rms(x), which onnxruntime then cannot fuse
+        # (6 kernels per such layer). Computed as V, then K = V * w, it is one fused norm and a
+        # Mul, with the same float32 numbers (a product by 1 is exact).
+        value = attn.v_norm(key)
+        return (value * attn.k_norm.weight).transpose(1, 2), value.transpose(1, 2)
     value = attn.v_proj(hidden).view(batch, seq, -1, attn.head_dim) if attn.v_proj is not None else key
     return attn.k_norm(key).transpose(1, 2), attn.v_norm(value).transpose(1, 2)
+
+
+def _one_rms_serves_both(attn: nn.Module, key: torch.Tensor) -> bool:
+    """Whether K's norm is V's (scale-free) norm times a float32 weight, exactly (the fusable
+    norms of an ONNX export, in float32)."""
+    k_norm, v_norm = attn.k_norm, attn.v_norm
+    return (
+        isinstance(k_norm, FusableRMSNorm)
+        and isinstance(v_norm, FusableRMSNorm)
+        and k_norm.weight is not None
+        and v_norm.weight is None
+        and k_norm.eps == v_norm.eps
+        and key.dtype == k_norm.weight.dtype == torch.float32
+    )
 
 
 def rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
