@@ -6,8 +6,10 @@ drafts 1..j-1 were, a round of K drafts emits on average
 
     E(K) = 1 + p_1 + p_1 p_2 + ... + p_1 ... p_K        tokens, in   C(K) = K d + v(K)   seconds,
 
-where d is a drafter call (with its token embedding) and v(K) a verify of K+1 tokens; K = 0
-is a plain decode step (E = 1, C = v(0)). The schedule keeps running estimates of p_j
+where d is a drafter call (with its token embedding) and v(K) the rest of the round: a verify
+of K+1 tokens and the loop's own work around it (acceptance, trimming, emitting; generate.py
+times whole iterations); K = 0 is a plain decode step, with its sampling and emitting (E = 1,
+C = v(0)). The schedule keeps running estimates of p_j
 (Laplace-smoothed counts) and of d and v(K), and drafts the K that maximises E(K)/C(K), so
 speculation is never kept on where it costs more than it saves.
 
@@ -116,7 +118,7 @@ class DraftSchedule:
 
     def record(self, drafts: int, accepted: int, draft_seconds: float, verify_seconds: float) -> None:
         """One round: `drafts` proposed, the first `accepted` of them kept; the time of all its
-        drafter calls together and of its verify."""
+        drafter calls together, and of the rest of the round (its verify and the loop's work)."""
         for position in range(drafts):
             self.proposed[position] += 1
             if position < accepted:
@@ -128,7 +130,7 @@ class DraftSchedule:
         self.chosen = None  # new acceptance evidence: work the best K out again
 
     def record_plain(self, seconds: float) -> None:
-        """One plain decode step (K = 0) of `seconds`, its token embedding included."""
+        """One plain decode step (K = 0) of `seconds`, its token embedding, sampling and emitting included."""
         self._measured(0, seconds)
 
     def _measured(self, drafts: int, seconds: float) -> None:
