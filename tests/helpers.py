@@ -1,9 +1,11 @@
-"""Small helpers for tests that damage or rebuild tiny checkpoints."""
+"""Small helpers for tests that damage or rebuild tiny checkpoints, or run their graphs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from click.testing import CliRunner, Result
 
@@ -29,3 +31,22 @@ def edit_json(path: Path, **changes: object) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
+
+
+def random_feeds(session: object) -> dict[str, np.ndarray]:
+    """Inputs of 3 tokens for an onnxruntime session of one of our graphs: valid ids, positions
+    and (all-visible) masks, random floats elsewhere; empty decoder caches (past_*), 3 rows of
+    any other K/V input (the drafter's)."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = [size if isinstance(size, int) else 3 for size in spec.shape]
+        if spec.name.startswith("past"):
+            shape[2] = 0
+        if "int64" in spec.type:
+            feeds[spec.name] = (np.arange(int(np.prod(shape))).reshape(shape) % 3).astype(np.int64)
+        elif spec.name.startswith("mask"):
+            feeds[spec.name] = np.zeros(shape, np.float32)
+        else:
+            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds

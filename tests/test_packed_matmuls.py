@@ -12,6 +12,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from helpers import random_feeds
 from onnx import TensorProto, helper, numpy_helper
 
 from gemma_edge.exporter import onnx_writer
@@ -106,23 +107,6 @@ def int4_exports(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactor
     return folders
 
 
-def _feeds(session: ort.InferenceSession) -> dict[str, np.ndarray]:
-    """3 tokens with valid ids, positions and (all-visible) masks; empty decoder caches, 3 drafter K/V rows."""
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in session.get_inputs():
-        shape = [size if isinstance(size, int) else 3 for size in spec.shape]
-        if spec.name.startswith("past"):
-            shape[2] = 0
-        if "int64" in spec.type:
-            feeds[spec.name] = (np.arange(int(np.prod(shape))).reshape(shape) % 3).astype(np.int64)
-        elif spec.name.startswith("mask"):
-            feeds[spec.name] = np.zeros(shape, np.float32)
-        else:
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
-
-
 def test_the_exported_decoder_packs_qkv_and_gate_up_and_computes_the_same(int4_exports: dict[str, Path]) -> None:
     for graph in ("decoder", "drafter"):
         unpacked = onnx.load(int4_exports["unpacked"] / f"{graph}.onnx")
@@ -137,6 +121,6 @@ def test_the_exported_decoder_packs_qkv_and_gate_up_and_computes_the_same(int4_e
             assert ["q_proj", "k_proj", "v_proj"] in modules and ["gate_proj", "up_proj"] in modules, modules
         assert count["p"] == count["u"] - sum(len(group) - 1 for group in parts) < count["u"], graph
         sessions = [ort.InferenceSession(str(folder / f"{graph}.onnx"), providers=["CPUExecutionProvider"]) for folder in int4_exports.values()]
-        feeds = _feeds(sessions[0])
+        feeds = random_feeds(sessions[0])
         for got, expected in zip(sessions[1].run(None, feeds), sessions[0].run(None, feeds), strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=graph)

@@ -18,6 +18,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import random_feeds
 from safetensors.torch import load_file, save_file
 
 from gemma_edge.exporter.checkpoint import load_drafter, load_target
@@ -69,23 +70,6 @@ def _in_memory_exports(target_dir: Path, drafter_dir: Path, folder: Path) -> dic
     return paths
 
 
-def _feeds(session: ort.InferenceSession) -> dict[str, np.ndarray]:
-    """Random inputs of 3 tokens (positions, ids and masks valid; empty caches)."""
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in session.get_inputs():
-        shape = [size if isinstance(size, int) else 3 for size in spec.shape]
-        if spec.name.startswith("past"):
-            shape[2] = 0
-        if "int64" in spec.type:
-            feeds[spec.name] = (np.arange(int(np.prod(shape))).reshape(shape) % 3).astype(np.int64)
-        elif spec.name.startswith("mask"):
-            feeds[spec.name] = np.zeros(shape, np.float32)
-        else:
-            feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
-
-
 @pytest.fixture(scope="module")
 def bf16_checkpoints(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("bf16")
@@ -119,7 +103,7 @@ def test_streamed_graphs_compute_exactly_what_the_in_memory_export_computes(
     for name, reference_path in in_memory.items():
         reference = ort.InferenceSession(str(reference_path), providers=["CPUExecutionProvider"])
         ours = ort.InferenceSession(str(streamed / f"{name}.onnx"), providers=["CPUExecutionProvider"])
-        feeds = _feeds(reference)
+        feeds = random_feeds(reference)
         for expected, got in zip(reference.run(None, feeds), ours.run(None, feeds), strict=True):
             # equal up to float rounding: the in-memory optimiser folds a few constants into
             # weights that the streamed graph multiplies at run time (the built-in model: 0.0)
