@@ -138,9 +138,9 @@ def generate(
     while not emitter.stop_reason:
         # The schedule is told what a whole iteration cost, from here to its tokens emitted: a
         # round's Python around its calls (acceptance, trimming, emitting) is part of what
-        # speculation costs, and on a small model it is ~5% of a plain step (built-in int4 on
-        # onnxruntime: timed calls alone made K = 1 look level with plain decoding where whole
-        # generations ran 3-5% slower).
+        # speculation costs. On the built-in int4 model on onnxruntime it is ~0.12 ms, a fifth
+        # of a plain step; timing the calls alone made K = 1 look level with plain decoding
+        # while whole generations ran 3-5% slower.
         iteration_from = time.perf_counter()
         if speculative:
             # Never draft past the token budget or the context (the verify writes K+1 positions).
