@@ -25,10 +25,11 @@ import torch
 from onnx import numpy_helper
 
 from gemma_edge.runtime.engine import Engine
+from gemma_edge.quantize.onnx_quantize import SCOPES_KEY
 from gemma_edge.runtime.manifest import GraphRole
 
 from .checkpoint import Checkpoint
-from .packed_matmuls import SCOPES_KEY, packed_parts
+from .packed_matmuls import packed_parts
 from .quality import SEQUENCE_TOKENS, SEQUENCES, heldout_sequences, kl_per_position
 
 TOP1_AGREEMENT = 0.95

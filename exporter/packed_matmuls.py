@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 import onnx_ir as ir
 
+from gemma_edge.quantize.onnx_quantize import SCOPES_KEY
+
 MICROSOFT = "com.microsoft"
-SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 PARTS_KEY = "gemma_edge.packed_parts"  # JSON [[node name, scopes, N], ...] in output order
 _SAME_ATTRIBUTES = ("K", "bits", "block_size", "accuracy_level")
 

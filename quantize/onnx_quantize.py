@@ -36,6 +36,7 @@ from .onnx_files import external_locations, save_ir_model
 from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
 
 ACCURACY_LEVEL = 4
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # the node metadata where the dynamo exporter records module paths
 _ROLE_PART = {
     GraphRole.TOKEN_EMBEDDER: Part.EMBEDDING,
     GraphRole.DRAFTER: Part.DRAFTER,
@@ -45,7 +46,7 @@ _ROLE_PART = {
 
 
 def _scopes(node: ir.Node) -> str:
-    return node.metadata_props.get("pkg.torch.onnx.name_scopes", "")
+    return node.metadata_props.get(SCOPES_KEY, "")
 
 
 def node_part(node: ir.Node, role: GraphRole) -> Part:
