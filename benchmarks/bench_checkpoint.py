@@ -50,8 +50,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gemma_edge.exporter import reference_model
-from gemma_edge.exporter.reference_model import TRAINED, ReferenceShape
+from gemma_edge.exporter.training import reference_model
+from gemma_edge.exporter.training.reference_model import TRAINED, ReferenceShape
 
 if TYPE_CHECKING:
     from torch import nn
@@ -87,7 +87,7 @@ def new_target(size: str, seed: int = reference_model.SEED) -> nn.Module:
     import torch
     from transformers import Gemma4UnifiedConfig, Gemma4UnifiedForConditionalGeneration
 
-    from gemma_edge.exporter.hf_patches import apply_transformers_patches
+    from gemma_edge.exporter.checkpoint.hf_patches import apply_transformers_patches
 
     apply_transformers_patches()
     torch.manual_seed(seed)
@@ -125,7 +125,7 @@ def check_checkpoint(folder: Path, prompt_ids: list[int]) -> dict[str, float]:
     """
     import torch
 
-    from gemma_edge.exporter.checkpoint import load_target
+    from gemma_edge.exporter.checkpoint.loading import load_target
 
     model = load_target(folder).model
     with torch.inference_mode():

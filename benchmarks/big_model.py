@@ -76,8 +76,8 @@ def artifact_sizes(folder: Path) -> dict[str, int]:
 
 def time_steps(folder: Path, positions: list[int], repeats: int, threads: int, backend: str) -> dict[str, Any]:
     """(In the child.) Load time, then plain/draft/verify step times at each position."""
+    from gemma_edge.artifact.manifest import load_manifest
     from gemma_edge.runtime.engine import open_model
-    from gemma_edge.runtime.manifest import load_manifest
 
     started = time.perf_counter()
     manifest = load_manifest(folder)

@@ -36,8 +36,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from gemma_edge.exporter import reference_model
-from gemma_edge.exporter.reference_model import TRAINED, ReferenceShape
+from gemma_edge.exporter.training import reference_model
+from gemma_edge.exporter.training.reference_model import TRAINED, ReferenceShape
 
 DTYPE = "bfloat16"
 SHARD_BYTES = 2 * 1024**3  # a shard is cut before it would pass this size
@@ -81,7 +81,8 @@ def meta_state(model_class: type, config_class: type, config: dict) -> dict[str,
     """name -> (shape, is a norm/scalar) of every tensor `save_pretrained` would write, from a
     model built on the meta device (no bytes). Tied weights appear once."""
     import torch
-    from gemma_edge.exporter.hf_patches import apply_transformers_patches
+
+    from gemma_edge.exporter.checkpoint.hf_patches import apply_transformers_patches
 
     apply_transformers_patches()
     with torch.device("meta"):

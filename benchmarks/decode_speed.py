@@ -234,9 +234,9 @@ def export_artifacts(
 
 def reference_checkpoint(artifacts: Path, requested: Path | None) -> Path:
     """The checkpoint transformers loads: --checkpoint, else the one the manifest records."""
-    from gemma_edge.exporter import reference_model
+    from gemma_edge.artifact.manifest import load_manifest
     from gemma_edge.exporter.export import BUILTIN
-    from gemma_edge.runtime.manifest import load_manifest
+    from gemma_edge.exporter.training import reference_model
 
     if requested is not None:
         return requested
@@ -563,9 +563,9 @@ def run(args: argparse.Namespace) -> dict[str, Summary]:
     quiet_libraries()
     import torch
 
-    from gemma_edge.exporter.checkpoint import load_target
-    from gemma_edge.runtime.threads import available_cores
+    from gemma_edge.exporter.checkpoint.loading import load_target
     from gemma_edge.runtime.engine import Engine
+    from gemma_edge.runtime.threads import available_cores
 
     threads = args.threads or available_cores()
     torch.set_num_threads(threads)

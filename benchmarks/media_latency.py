@@ -78,9 +78,9 @@ def one_round(engine, image: Path, audio: Path) -> dict[str, float]:  # noqa: AN
 
 def run(args: argparse.Namespace) -> dict:
     quiet_libraries()
-    from gemma_edge.exporter.media_samples import write_sample_audio, write_sample_image
-    from gemma_edge.runtime.threads import available_cores
+    from gemma_edge.exporter.validate.media_samples import write_sample_audio, write_sample_image
     from gemma_edge.runtime.engine import Engine
+    from gemma_edge.runtime.threads import available_cores
 
     threads = args.threads or available_cores()
     with artifact_folder(args) as (artifacts, _), tempfile.TemporaryDirectory() as media:

@@ -22,11 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gemma_edge.exporter import reference_model
+from gemma_edge.exporter.checkpoint.model_shape import shape_from_configs
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.reference_model import ReferenceShape, write_reference_model
+from gemma_edge.exporter.training import reference_model
+from gemma_edge.exporter.training.reference_model import ReferenceShape, write_reference_model
 from gemma_edge.quantize.recipes import get_recipe
-from gemma_edge.targets.planner import PREFILL_CHUNK, plan_memory, shape_from_configs
+from gemma_edge.targets.planner import PREFILL_CHUNK, plan_memory
 
 MIB = 1024**2
 CONTEXT = 1024

@@ -234,7 +234,7 @@ def transformers_greedy(checkpoint: Path, prompt_ids: list[int], max_new_tokens:
     margins (a small margin is a near-tie that a rounding difference may flip)."""
     import torch
 
-    from gemma_edge.exporter.checkpoint import load_target
+    from gemma_edge.exporter.checkpoint.loading import load_target
 
     model = load_target(checkpoint).model
     input_ids = torch.tensor([prompt_ids])

@@ -158,8 +158,9 @@ class LiteRtLmRow:
 
 class OrtGenaiRow:
     def __init__(self, spec: RowSpec, workload: Workload):
-        from gemma_edge.runtime.huge_pages import load_with_huge_pages
         from ortgenai_runner import OrtGenaiRunner
+
+        from gemma_edge.runtime.huge_pages import load_with_huge_pages
 
         def load() -> OrtGenaiRunner:
             return OrtGenaiRunner(spec.path, workload.threads)
@@ -203,7 +204,8 @@ class TransformersRow:
     def __init__(self, spec: RowSpec, workload: Workload):
         decode_speed.quiet_libraries()
         import torch
-        from gemma_edge.exporter.checkpoint import load_target
+
+        from gemma_edge.exporter.checkpoint.loading import load_target
 
         torch.set_num_threads(workload.threads)
         self.model = load_target(spec.path).model

@@ -217,8 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_recipe(artifacts: Path, requested: str | None) -> str:
     """The recipe the artifacts were exported with; an explicit --quant must agree with it."""
+    from gemma_edge.artifact.manifest import load_manifest
     from gemma_edge.quantize.recipes import get_recipe
-    from gemma_edge.runtime.manifest import load_manifest
 
     name = load_manifest(artifacts, verify=False).quantization.get("name", "fp32")
     if requested is not None and get_recipe(requested).name != name:
@@ -296,7 +296,7 @@ def make_workload(checkpoint: Path, args: argparse.Namespace, threads: int) -> W
 
 def check_fits(workload: Workload, artifacts: Path) -> None:
     """Exits when a prompt and its new tokens would not fit in the export's context."""
-    from gemma_edge.runtime.manifest import load_manifest
+    from gemma_edge.artifact.manifest import load_manifest
 
     context = load_manifest(artifacts, verify=False).model.context_length
     for ids, new_tokens in ((workload.prompt_ids, workload.max_new_tokens), (workload.long_prompt_ids, 1)):
@@ -308,7 +308,7 @@ def plan_rows(
     artifacts: Path, checkpoint: Path, ortgenai_dir: Path | None, ortgenai_reason: str, huge_pages_ablation: bool = False
 ) -> tuple[list[RowSpec], dict[str, str]]:
     """The rows this export and these packages allow, and why each missing one is missing."""
-    from gemma_edge.runtime.manifest import GraphRole, load_manifest
+    from gemma_edge.artifact.manifest import GraphRole, load_manifest
 
     manifest = load_manifest(artifacts)  # checks every file once, before any row opens them
     has_drafter = manifest.graph(GraphRole.DRAFTER) is not None
@@ -624,8 +624,9 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     decode_speed.quiet_libraries()
-    from gemma_edge.runtime.threads import available_cores
     from tokenizers import Tokenizer
+
+    from gemma_edge.runtime.threads import available_cores
 
     threads = args.threads or available_cores()
     if args.artifacts is None:
@@ -686,7 +687,7 @@ DEFINITIONS = {
 
 
 def make_settings(args: argparse.Namespace, artifacts: Path, checkpoint: Path, recipe: str, workload: Workload) -> dict[str, Any]:
-    from gemma_edge.runtime.manifest import load_manifest
+    from gemma_edge.artifact.manifest import load_manifest
     from gemma_edge.runtime.threads import available_cores, thread_plan
 
     manifest = load_manifest(artifacts, verify=False)

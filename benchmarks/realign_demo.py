@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from gemma_edge.exporter import reference_model
-from gemma_edge.exporter.checkpoint import load_drafter, load_target
+from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
+from gemma_edge.exporter.training import reference_model
 from gemma_edge.exporter.training.batches import tokenize_texts
 from gemma_edge.exporter.training.corpus import load_corpus
 from gemma_edge.exporter.training.drafter_distill import DrafterChain, DrafterTraining, chained_agreement

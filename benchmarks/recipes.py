@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.validate import validate
+from gemma_edge.exporter.validate.validate import validate
 from gemma_edge.quantize.recipes import RECIPES, get_recipe
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.generate import GenerationConfig

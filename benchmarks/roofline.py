@@ -138,7 +138,7 @@ def _row_bytes(tensor: Any, axis: int, direct: bool) -> int:
 
 def our_graph_weights(artifacts: Path) -> dict[str, GraphWeights]:
     """Weight accounting of our ONNX token embedder, decoder and (when present) drafter."""
-    from gemma_edge.runtime.manifest import GraphRole, load_manifest
+    from gemma_edge.artifact.manifest import GraphRole, load_manifest
 
     manifest = load_manifest(artifacts, verify=False)
     graphs = {}

@@ -1,12 +1,8 @@
-"""PyTorch side: load checkpoints, trace export-friendly modules, write ONNX and TFLite graphs."""
+"""PyTorch side: read checkpoints, trace export-friendly modules, write ONNX and TFLite graphs,
+validate them, and build the built-in reference model.
 
-import logging
-
-import torch  # noqa: F401 - torch resets its loggers on import: quiet them after it
-
-# torchao (a litert-torch dependency that transformers imports when present) logs every CUDA
-# kernel library this CPU install cannot load, torch warns about torchao's enum registrations,
-# and torch.onnx notes that torchvision's ops are not registered (torchvision is not used).
-# None of it concerns export: keep it off the user's terminal.
-for _name in ("torchao", "torch.utils._pytree", "torch.onnx"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+Rooms: checkpoint/ (reading a Hugging Face checkpoint), components/ (the export-friendly
+modules and the table of graphs), onnx/ and tflite/ (the two writers), validate/ (the checks
+against transformers), training/ (the built-in model). export.py runs the stages; target_plan.py
+asks targets/ which recipe fits a device; staging.py and progress.py serve the export.
+"""

@@ -7,28 +7,28 @@ sibling folder that is renamed into place at the end, and removed on any failure
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, replace
 from functools import partial
-from dataclasses import dataclass
 from pathlib import Path
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.quantize.recipes import Recipe, get_recipe
-from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.manifest import MANIFEST_NAME, DrafterSummary, GraphSpec, Manifest, ModelSummary, sha256_of
 from gemma_edge.runtime.native_output import quiet_native_output
 
-from . import reference_model
-from .checkpoint import Checkpoint, load_drafter, load_target
+from .checkpoint.layout import model_summary, token_ids
+from .checkpoint.lazy_weights import WeightSources
+from .checkpoint.loading import Checkpoint, load_drafter, load_target
+from .components.graph_specs import finalize
+from .components.graphs import build_graphs
 from .components.norms import use_fusable_norms
-from .graph_specs import finalize
-from .graphs import build_graphs
-from .staging import clear_leftovers, move_into_place, staging_folder
-from .layout import model_summary, token_ids
-from .lazy_weights import WeightSources
-from .litertlm_bundle import write_litertlm
-from .onnx_writer import write_onnx
+from .onnx.writer import write_onnx
 from .progress import StageProgress
+from .staging import clear_leftovers, move_into_place, staging_folder
 from .target_plan import apply_target
-from .tflite_writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, litert_shapes, write_tflite
+from .tflite.litertlm_bundle import write_litertlm
+from .tflite.writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, litert_shapes, write_tflite
+from .training import reference_model
 
 BUILTIN = "builtin"
 DEFAULT_DRAFT_TOKENS = 4
@@ -87,7 +87,11 @@ def export(options: ExportOptions) -> Manifest:
     drafter_dir = reference_model.DRAFTER_DIR if use_builtin and options.drafter is None else options.drafter
     plan: dict = {}
     if options.target is not None:
-        options, plan = apply_target(options, checkpoint_dir, drafter_dir)
+        choice = apply_target(
+            options.target, options.precision if options.precision_given else None, options.context_length, checkpoint_dir, drafter_dir
+        )
+        options = replace(options, precision=choice.recipe, context_length=choice.context_length, format=options.format or choice.format)
+        plan = choice.plan
     recipe = get_recipe(options.precision)
     _check_output(options, recipe)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 EXIT_INVALID = 2
 EXIT_VALIDATION_FAILED = 1
@@ -104,6 +104,9 @@ def export(
     model) into ONNX and/or TFLite graphs and write a self-describing artifact folder at --out.
 
     The folder appears only when complete; an existing one is kept unless --force."""
+    from gemma_edge.exporter.quiet_logs import quiet_export_logs
+
+    quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
     from gemma_edge.exporter.export import ExportOptions
     from gemma_edge.exporter.export import export as run_export
 
@@ -148,8 +151,11 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 
     Exit status 0 only when every graph meets its thresholds and greedy generation
     matches transformers' generate()."""
-    from gemma_edge.exporter.validate import validate as run_validate
-    from gemma_edge.exporter.validate import write_report
+    from gemma_edge.exporter.quiet_logs import quiet_export_logs
+
+    quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
+    from gemma_edge.exporter.validate.validate import validate as run_validate
+    from gemma_edge.exporter.validate.validate import write_report
 
     report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter)
     if json_file is not None:
@@ -292,8 +298,12 @@ def realign_drafter(target: Path, drafter: Path, texts: tuple[Path, ...], out: P
     """Re-train DRAFTER on TARGET's own predictions over --text (self-distillation), so a
     fine-tuned or quantized target gets its speculative speed-up back. Prints the drafter's
     agreement with the target per draft position before and after."""
+    from gemma_edge.exporter.quiet_logs import quiet_export_logs
+
+    quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
     from gemma_edge.exporter.training.drafter_distill import DrafterTraining
-    from gemma_edge.exporter.training.realign import mean_accepted, realign_drafter as run_realign
+    from gemma_edge.exporter.training.realign import mean_accepted
+    from gemma_edge.exporter.training.realign import realign_drafter as run_realign
     from gemma_edge.exporter.training.target_lm import ConsoleProgress
 
     result = run_realign(target, drafter, list(texts), out, DrafterTraining(steps=steps), force=force, progress=ConsoleProgress("realign"))
@@ -306,10 +316,6 @@ def realign_drafter(target: Path, drafter: Path, texts: tuple[Path, ...], out: P
     )
     if json_file is not None:
         json_file.write_text(json.dumps(result.__dict__, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
 
 
 @main.command()
@@ -342,11 +348,15 @@ def recipes(json_output: bool) -> None:
 @_one_line_errors
 def targets(checkpoint: Path | None, drafter: Path | None, public_model: str | None, json_output: bool) -> None:
     """Device profiles, and the plan of each for a model: recipe, context, gigabytes."""
-    from gemma_edge.exporter import reference_model
-    from gemma_edge.exporter.public_shapes import public_configs
+    from gemma_edge.exporter.quiet_logs import quiet_export_logs
+
+    quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
+    from gemma_edge.exporter.checkpoint.model_shape import shape_from_configs
+    from gemma_edge.exporter.checkpoint.public_shapes import public_configs
     from gemma_edge.exporter.target_plan import model_shape
+    from gemma_edge.exporter.training import reference_model
     from gemma_edge.targets import PROFILES
-    from gemma_edge.targets.planner import choose_plan, shape_from_configs
+    from gemma_edge.targets.planner import choose_plan
 
     if public_model is not None:
         shape = shape_from_configs(*public_configs(public_model))
@@ -376,3 +386,7 @@ def targets(checkpoint: Path | None, drafter: Path | None, public_model: str | N
             f"{name:<13}{budget:>7.1f}G  {plan['backend']:<12}{plan['recipe']:<15}{plan['context']:>8}"
             f"{plan['artifact_weight_bytes'] / 1024**3:>9.2f}G{plan['kv_cache_bytes'] / 1024**3:>8.2f}G{plan['total_bytes'] / 1024**3:>8.2f}G"
         )
+
+
+if __name__ == "__main__":
+    main()

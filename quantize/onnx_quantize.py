@@ -29,7 +29,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from gemma_edge.runtime.manifest import GraphRole
+from gemma_edge.artifact.manifest import GraphRole
 
 from .lazy_quantized import LazyQuantizedNode, QuantizeOneNode
 from .onnx_files import external_locations, save_ir_model

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gemma_edge.runtime.manifest import GraphRole
+from gemma_edge.artifact.manifest import GraphRole
 
 from .recipes import Part, Recipe, WeightScheme
 

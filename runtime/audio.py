@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
+
 from .resample import resample
 
 SAMPLE_RATE = 16_000

@@ -11,15 +11,14 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import GemmaEdgeError
-from .manifest import GraphRole, GraphSpec, Manifest
-from .native_output import quiet_native_output
+from gemma_edge.artifact.backends import BACKENDS, FORMATS
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, GraphSpec, Manifest
+
 from .huge_pages import HugePageReport, load_with_huge_pages
+from .native_output import quiet_native_output
 from .threads import ThreadPlan, thread_plan
 from .xnnpack_cache import weight_cache_path
-
-BACKENDS = ("onnxruntime", "litert")
-FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}  # the graph format each backend runs
 
 
 class Backend(Protocol):

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, Manifest, load_manifest
+
 from .audio import read_audio
 from .backend import create_backend
-from .errors import GemmaEdgeError
 from .generate import GenerationConfig, GenerationResult, generate
 from .images import DEFAULT_IMAGE_TOKENS, read_image
 from .litert_model import LiteRtModel
-from .manifest import GraphRole, Manifest, load_manifest
 from .media_prompt import MediaPrompt, Modality, assemble_prompt, merge_embeddings
 from .model import ExportedModel, RuntimeModel
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 IMAGE_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)  # soft tokens per image Gemma 4 was trained with
 DEFAULT_IMAGE_TOKENS = 280

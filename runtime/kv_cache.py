@@ -10,7 +10,7 @@ moves `length`.
 
 from __future__ import annotations
 
-from .errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 
 class KVCache:

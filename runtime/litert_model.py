@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
+
 from .backend import Backend, LiteRtBackend
-from .errors import GemmaEdgeError
 from .kv_cache import KVCache
 from .litert_signatures import (
     DECODE,
@@ -31,7 +33,6 @@ from .litert_signatures import (
     plan_chunks_keeping_blocks,
     vision_budgets,
 )
-from .manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
 from .masks import causal_rows, litert_decoder_mask
 from .model import GraphModel
 from .threads import WIDE_ROWS

@@ -19,8 +19,8 @@ from enum import Enum
 
 import numpy as np
 
-from .errors import GemmaEdgeError
-from .manifest import TokenIds
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import TokenIds
 
 IMAGE_MARKER = "<image>"
 AUDIO_MARKER = "<audio>"

@@ -8,11 +8,13 @@ from typing import Protocol
 
 import numpy as np
 
+from gemma_edge.artifact.backends import TOKEN_TABLE_LIMIT_BYTES
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, LayerType, Manifest, drafter_kv_input
+
 from .backend import Backend, OnnxRuntimeBackend
 from .draft_schedule import DraftSchedule
-from .errors import GemmaEdgeError
 from .kv_cache import KVCache
-from .manifest import GraphRole, LayerType, Manifest, drafter_kv_input
 from .masks import decode_step_masks, decoder_masks, drafter_masks
 from .threads import WIDE_ROWS
 
@@ -58,12 +60,6 @@ class RuntimeModel(Protocol):
     def embed_audio(self, frames: np.ndarray) -> np.ndarray: ...
 
 
-# Token tables up to this size in float32 are expanded once, by the token embedder itself, and
-# looked up in numpy from then on: a graph call costs ~60 us between decoder steps (the caches
-# it finds cold), against a ~0.85 ms decode step of the built-in int4 model, and a speculative
-# round makes two (built-in int4, interleaved: MTP +6% on onnxruntime, +7% on LiteRT). A bigger
-# table (the 12B's: 262144 x 3840, 4 GB in float32) keeps the rows the graph gave, up to this size.
-TOKEN_TABLE_LIMIT_BYTES = 64 * 1024**2
 TOKEN_TABLE_CHUNK = 512  # ids embedded per graph call while expanding
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .manifest import GraphRole, Manifest
+from gemma_edge.artifact.manifest import GraphRole, Manifest
 
 SINGLE_THREAD_BELOW_HIDDEN = 512  # measured at hidden 256 (1 thread wins) and 1024 (loses)
 WIDE_ROWS = 8  # a decoder call of this many rows or more is prefill-sized (the smallest prefill signature)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 from . import laptop_8gb, laptop_16gb, phone_6gb, phone_8gb, phone_12gb
 from .profile import DeviceProfile

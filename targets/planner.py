@@ -1,8 +1,9 @@
 """The memory planner: how many bytes a model takes in the runtime, for a recipe, a context
 length and a backend, and which recipe and context fit a device profile.
 
-Parameters are counted exactly by building the transformers model on the meta device from
-its config (no weights are read, so a 12B-shaped config plans in a second). The runtime's
+The model's shape (`ModelShape`) comes from the exporter, which counts parameters exactly by
+building the transformers model on the meta device from its config
+(exporter/checkpoint/model_shape.py); the planner itself needs neither torch nor weights. The runtime's
 peak RSS is modelled as
 
     weights (per graph, at the recipe's bits per weight)
@@ -33,9 +34,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gemma_edge.quantize.recipes import Part, Recipe, get_recipe, part_of_module_path
-from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.model import TOKEN_TABLE_LIMIT_BYTES
+from gemma_edge.artifact.backends import TOKEN_TABLE_LIMIT_BYTES
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.quantize.recipes import Part, Recipe, get_recipe
 
 from .profile import DeviceProfile
 
@@ -98,58 +99,6 @@ class ModelShape:
     @property
     def total_parameters(self) -> int:
         return sum(self.parameters.values()) + self.other_parameters
-
-
-def _persistent_buffer_elements(module: "torch.nn.Module") -> int:  # noqa: F821 - torch is imported lazily
-    saved = set(module.state_dict())
-    return sum(buffer.numel() for name, buffer in module.named_buffers() if name in saved)
-
-
-def shape_from_configs(target_config: dict, drafter_config: dict | None = None) -> ModelShape:
-    """Count parameters per part on the meta device (needs torch + transformers)."""
-    import torch
-    from transformers import AutoConfig
-
-    from gemma_edge.exporter.hf_patches import apply_transformers_patches
-    from gemma_edge.exporter.layout import cache_layers
-
-    apply_transformers_patches()  # an assistant config does not build without it
-
-    def build(config_dict: dict) -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
-
-        config = AutoConfig.for_model(**config_dict)
-        factory = AutoModelForImageTextToText if config_dict["model_type"] == "gemma4_unified" else AutoModelForCausalLM
-        with torch.device("meta"):
-            return factory.from_config(config)
-
-    parameters = {part: 0 for part in Part}
-    target = build(target_config)
-    other = _persistent_buffer_elements(target)  # e.g. per-layer scalars, stored with the weights
-    for name, parameter in target.named_parameters():  # a tied lm_head appears once, as embed_tokens
-        part = part_of_module_path(name)
-        if part is None or parameter.dim() != 2:
-            other += parameter.numel()
-        else:
-            parameters[part] += parameter.numel()
-    if target_config.get("tie_word_embeddings", True) or target_config.get("text_config", {}).get("tie_word_embeddings"):
-        parameters[Part.LM_HEAD] += parameters[Part.EMBEDDING]  # the decoder graph holds its own copy
-    if drafter_config is not None:
-        drafter = build(drafter_config)
-        parameters[Part.DRAFTER] = sum(p.numel() for p in drafter.parameters()) + _persistent_buffer_elements(drafter)
-    text = target.config.get_text_config()
-    caches = cache_layers(text)
-    return ModelShape(
-        parameters=parameters,
-        other_parameters=other,
-        hidden_size=text.hidden_size,
-        vocab_size=text.vocab_size,
-        intermediate_size=text.intermediate_size,
-        num_heads=text.num_attention_heads,
-        max_head_dim=max(cache.head_dim for cache in caches),
-        cache_layers=tuple((cache.num_kv_heads, cache.head_dim) for cache in caches),
-        max_context=text.max_position_embeddings,
-    )
 
 
 @dataclass(frozen=True)

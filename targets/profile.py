@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gemma_edge.runtime.backend import FORMATS
+from gemma_edge.artifact.backends import FORMATS
 
 GIB = 1024**3
 

@@ -14,7 +14,7 @@ CONTEXT_LENGTH = 512
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """target/ and drafter/ folders (config.json, model.safetensors, tokenizer.json,
     generation_config.json), written by the same code that builds the built-in model."""
-    from gemma_edge.exporter.reference_model import write_reference_model
+    from gemma_edge.exporter.training.reference_model import write_reference_model
 
     root = tmp_path_factory.mktemp("checkpoints")
     write_reference_model(root)
@@ -42,13 +42,13 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_target(tiny_checkpoints: Path):  # noqa: ANN201 - a loaded Checkpoint
-    from gemma_edge.exporter.checkpoint import load_target
+    from gemma_edge.exporter.checkpoint.loading import load_target
 
     return load_target(tiny_checkpoints / "target")
 
 
 @pytest.fixture(scope="session")
 def reference_drafter(tiny_checkpoints: Path, reference_target):  # noqa: ANN001, ANN201
-    from gemma_edge.exporter.checkpoint import load_drafter
+    from gemma_edge.exporter.checkpoint.loading import load_drafter
 
     return load_drafter(tiny_checkpoints / "drafter", reference_target)

@@ -20,9 +20,9 @@ import pytest
 from scipy.signal import resample_poly
 from transformers.models.gemma4_unified.feature_extraction_gemma4_unified import Gemma4UnifiedAudioFeatureExtractor
 
-from gemma_edge.exporter.media_samples import chirp, write_sample_audio, write_wav
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.exporter.validate.media_samples import chirp, write_sample_audio, write_wav
 from gemma_edge.runtime.audio import MAX_FRAMES, SAMPLE_RATE, frame_waveform, read_audio, read_waveform
-from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.resample import resample
 
 FRAME = 640  # samples per audio soft token: 40 ms at 16 kHz

@@ -10,8 +10,8 @@ import torch
 from helpers import assert_one_line_error, edit_json, invoke
 from safetensors.torch import load_file, save_file
 
-from gemma_edge.exporter.checkpoint import load_drafter, load_target
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
 
 
 def _export_args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
@@ -100,8 +100,8 @@ def _rebuilt_drafter(checkpoint: Path, **text_changes: object) -> Path:
         Gemma4UnifiedAssistantForCausalLM,
     )
 
-    from gemma_edge.exporter.hf_patches import apply_transformers_patches
-    from gemma_edge.exporter.reference_model import drafter_config_dict
+    from gemma_edge.exporter.checkpoint.hf_patches import apply_transformers_patches
+    from gemma_edge.exporter.training.reference_model import drafter_config_dict
 
     apply_transformers_patches()
     config = drafter_config_dict()

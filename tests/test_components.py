@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from gemma_edge.artifact.manifest import LayerType
+from gemma_edge.exporter.checkpoint.layout import cache_layers, store_layers
 from gemma_edge.exporter.components.decoder_step import DecoderStep
 from gemma_edge.exporter.components.drafter_step import DrafterStep
 from gemma_edge.exporter.components.embedders import AudioEmbedder, TokenEmbedder, VisionEmbedder
-from gemma_edge.exporter.layout import cache_layers, store_layers
-from gemma_edge.runtime.manifest import LayerType
 from gemma_edge.runtime.masks import decoder_masks, drafter_masks
 
 TOLERANCE = 1e-4
@@ -132,9 +132,9 @@ def test_drafter_step_ordered_embedding_head_matches_transformers(reference_targ
         Gemma4UnifiedAssistantForCausalLM,
     )
 
-    from gemma_edge.exporter.checkpoint import Checkpoint
-    from gemma_edge.exporter.hf_patches import apply_transformers_patches
-    from gemma_edge.exporter.reference_model import drafter_config_dict
+    from gemma_edge.exporter.checkpoint.hf_patches import apply_transformers_patches
+    from gemma_edge.exporter.checkpoint.loading import Checkpoint
+    from gemma_edge.exporter.training.reference_model import drafter_config_dict
 
     apply_transformers_patches()
     torch.manual_seed(3)
@@ -191,7 +191,7 @@ def _fixed_cache_decoder(target):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("with_image", [False, True], ids=["text", "image-block"])
 def test_fixed_cache_decoder_matches_the_growing_cache_step(reference_target, with_image: bool) -> None:  # noqa: ANN001
     """The TFLite form (capacity-C buffers, one narrowed mask, padded chunks) equals DecoderStep."""
-    from gemma_edge.runtime.manifest import litert_cache_names
+    from gemma_edge.artifact.manifest import litert_cache_names
     from gemma_edge.runtime.masks import litert_decoder_mask
 
     fixed, text = _fixed_cache_decoder(reference_target)

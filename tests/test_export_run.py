@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, invoke
 
+from gemma_edge.artifact.manifest import GraphRole, load_manifest, sha256_of
 from gemma_edge.exporter import export as export_module
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.reference_model import TRAINED
-from gemma_edge.runtime.manifest import GraphRole, load_manifest, sha256_of
+from gemma_edge.exporter.training.reference_model import TRAINED
 
 PROMPT = "def fibonacci(n):"
 

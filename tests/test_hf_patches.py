@@ -8,8 +8,8 @@ from transformers.models.gemma4_unified_assistant import (
     Gemma4UnifiedAssistantForCausalLM,
 )
 
-from gemma_edge.exporter.hf_patches import apply_transformers_patches, original_kv_sharing_modes
-from gemma_edge.exporter.reference_model import drafter_config_dict
+from gemma_edge.exporter.checkpoint.hf_patches import apply_transformers_patches, original_kv_sharing_modes
+from gemma_edge.exporter.training.reference_model import drafter_config_dict
 
 
 def test_upstream_still_rejects_an_all_shared_assistant() -> None:
@@ -30,7 +30,7 @@ def test_patched_assistant_builds_and_every_layer_reuses() -> None:
 def test_patch_leaves_targets_unchanged() -> None:
     from transformers import Gemma4UnifiedConfig
 
-    from gemma_edge.exporter.reference_model import target_config_dict
+    from gemma_edge.exporter.training.reference_model import target_config_dict
 
     apply_transformers_patches()
     text = Gemma4UnifiedConfig(**target_config_dict()).text_config

@@ -26,8 +26,8 @@ from PIL import Image
 from transformers.image_transforms import convert_to_rgb
 from transformers.image_utils import load_image as hf_load_image
 
-from gemma_edge.exporter.media_samples import write_sample_image
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.exporter.validate.media_samples import write_sample_image
 from gemma_edge.runtime.images import (
     IMAGE_TOKEN_BUDGETS,
     load_image,

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, load_manifest
 from gemma_edge.runtime.backend import OnnxRuntimeBackend
-from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.kv_cache import KVCache
-from gemma_edge.runtime.manifest import GraphRole, load_manifest
 from gemma_edge.runtime.model import ExportedModel
 
 

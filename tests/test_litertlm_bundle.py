@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gemma_edge.artifact.manifest import load_manifest
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.generate import GenerationConfig
-from gemma_edge.runtime.manifest import load_manifest
 
 PROMPT = "def fibonacci(n):"
 NEW_TOKENS = 24

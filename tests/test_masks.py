@@ -56,7 +56,7 @@ def hf_visible(
     from transformers import DynamicCache
     from transformers.models.gemma4_unified.modeling_gemma4_unified import Gemma4UnifiedForConditionalGeneration
 
-    from gemma_edge.exporter.reference_model import target_config_dict
+    from gemma_edge.exporter.training.reference_model import target_config_dict
 
     text_config = {**target_config_dict()["text_config"], "sliding_window": window}
     config = hf.Gemma4UnifiedConfig(text_config=text_config)

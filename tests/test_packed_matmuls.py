@@ -15,9 +15,9 @@ import pytest
 from helpers import random_feeds
 from onnx import TensorProto, helper, numpy_helper
 
-from gemma_edge.exporter import onnx_writer
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.packed_matmuls import PARTS_KEY, pack_parallel_matmuls, packed_parts
+from gemma_edge.exporter.onnx import writer as onnx_writer
+from gemma_edge.exporter.onnx.packed_matmuls import PARTS_KEY, pack_parallel_matmuls, packed_parts
 
 K = 64
 

@@ -11,12 +11,12 @@ import onnx_ir as ir
 import pytest
 from helpers import assert_one_line_error, invoke
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, load_manifest
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.packed_matmuls import packed_parts
+from gemma_edge.exporter.onnx.packed_matmuls import packed_parts
 from gemma_edge.quantize.onnx_quantize import node_part, weight_nodes
 from gemma_edge.quantize.recipes import ALIASES, RECIPES, Kind, Part, get_recipe
-from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.manifest import GraphRole, load_manifest
 
 
 def test_every_recipe_has_a_scheme_per_part_and_aliases_resolve() -> None:
@@ -145,7 +145,7 @@ def test_dequantized_embedding_table_matches_the_float_one(symmetric: bool, tmp_
     symmetric scale is absmax / 8, so +absmax clips to 7 steps: an error of one step)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from gemma_edge.exporter.fidelity import dequantize_embedding
+    from gemma_edge.exporter.validate.fidelity import dequantize_embedding
     from gemma_edge.quantize.onnx_quantize import quantize_onnx
     from gemma_edge.quantize.recipes import Recipe, WeightScheme
 

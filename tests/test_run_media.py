@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, invoke
 
-from gemma_edge.exporter.media_samples import write_sample_audio, write_sample_image, write_wav
+from gemma_edge.exporter.validate.media_samples import write_sample_audio, write_sample_image, write_wav
 
 PROMPT = "Describe <image> and <audio> please:"
 

@@ -118,12 +118,12 @@ def test_runtime_and_cli_import_with_torch_and_transformers_blocked(tmp_path: Pa
 def test_blocking_torch_does_make_a_torch_import_fail(tmp_path: Path) -> None:
     """The subprocess test above would be vacuous if the block did not work."""
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; import gemma_edge.exporter.graphs"],
+        [sys.executable, "-c", "import sys; sys.modules['torch'] = None; import gemma_edge.exporter.components.graphs"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
     if result.returncode == 0:
-        pytest.fail("gemma_edge.exporter.graphs imported without torch: pick an exporter module that needs it")
+        pytest.fail("gemma_edge.exporter.components.graphs imported without torch: pick an exporter module that needs it")
     assert "ImportError" in result.stderr or "ModuleNotFoundError" in result.stderr

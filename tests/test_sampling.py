@@ -194,7 +194,7 @@ def test_sample_is_reproducible_with_a_seed() -> None:
 
 
 def test_sampling_config_refuses_empty_nucleus_and_negative_top_k() -> None:
-    from gemma_edge.runtime.errors import GemmaEdgeError
+    from gemma_edge.artifact.errors import GemmaEdgeError
 
     with pytest.raises(GemmaEdgeError, match="top_p"):
         SamplingConfig(temperature=1.0, top_p=0.0)

@@ -21,15 +21,15 @@ import torch
 from helpers import random_feeds
 from safetensors.torch import load_file, save_file
 
-from gemma_edge.exporter.checkpoint import load_drafter, load_target
+from gemma_edge.exporter.checkpoint.layout import model_summary
+from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
+from gemma_edge.exporter.components.graph_specs import example_inputs
+from gemma_edge.exporter.components.graphs import build_graphs
 from gemma_edge.exporter.components.norms import use_fusable_norms
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.graph_specs import example_inputs
-from gemma_edge.exporter.graphs import build_graphs
-from gemma_edge.exporter.layout import model_summary
-from gemma_edge.exporter.onnx_contrib import TRANSLATIONS
-from gemma_edge.exporter.onnx_writer import OPSET, _dynamic_shapes
-from gemma_edge.exporter.packed_matmuls import pack_parallel_matmuls
+from gemma_edge.exporter.onnx.contrib_ops import TRANSLATIONS
+from gemma_edge.exporter.onnx.packed_matmuls import pack_parallel_matmuls
+from gemma_edge.exporter.onnx.writer import OPSET, _dynamic_shapes
 from gemma_edge.exporter.progress import StageProgress
 from gemma_edge.quantize import lazy_quantized
 

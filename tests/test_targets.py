@@ -10,11 +10,12 @@ import pytest
 from helpers import assert_one_line_error, invoke
 from safetensors import safe_open
 
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import load_manifest
+from gemma_edge.exporter.checkpoint.model_shape import shape_from_configs
 from gemma_edge.quantize.recipes import Part, get_recipe
-from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.manifest import load_manifest
 from gemma_edge.targets import PROFILES, get_profile
-from gemma_edge.targets.planner import choose_plan, plan_memory, shape_from_configs
+from gemma_edge.targets.planner import choose_plan, plan_memory
 
 
 def _numel(path: Path) -> int:
@@ -105,7 +106,7 @@ def test_12b_plans_match_the_peaks_measured_on_the_12b_shaped_exports(recipe: st
     """Peak RSS that benchmarks/big_model.py measured for the streamed 12B-shaped exports at 4096
     tokens (benchmarks/README.md): the plan must land within 15% of each. The asym export is
     why laptop-16gb no longer picks int4-b32-asym: it needs 13 GiB, over the 12 GiB budget."""
-    from gemma_edge.exporter.public_shapes import public_configs
+    from gemma_edge.exporter.checkpoint.public_shapes import public_configs
 
     shape = shape_from_configs(*public_configs("gemma-4-12b"))
     planned = plan_memory(shape, get_recipe(recipe), 4096, "onnxruntime").total_bytes / 1024**3

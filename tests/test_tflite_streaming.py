@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from gemma_edge.exporter.checkpoint import load_drafter, load_target
+from gemma_edge.artifact.manifest import GraphRole
+from gemma_edge.exporter.checkpoint.layout import model_summary
+from gemma_edge.exporter.checkpoint.lazy_weights import WeightSources
+from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
 from gemma_edge.exporter.components.norms import use_fusable_norms
-from gemma_edge.exporter.layout import model_summary
-from gemma_edge.exporter.lazy_weights import WeightSources
-from gemma_edge.exporter.tflite_writer import build_litert_graphs, litert_shapes, write_tflite
+from gemma_edge.exporter.tflite.writer import build_litert_graphs, litert_shapes, write_tflite
 from gemma_edge.quantize.recipes import Kind, Recipe, WeightScheme, get_recipe
 from gemma_edge.quantize.tflite_quantize import EMBEDDING_LOOKUP, FULLY_CONNECTED, TfliteSchemes, tflite_rules
 from gemma_edge.quantize.tflite_tensors import TfliteWeightLayout, lift_zero_rows, quantize_rows
 from gemma_edge.quantize.zero_rows import LIFTED_VALUE
-from gemma_edge.runtime.manifest import GraphRole
 
 
 def _model(path: Path):  # noqa: ANN202 - a flatbuffer ModelT
@@ -184,7 +184,7 @@ def test_tied_weights_are_one_input_and_come_back_after_the_trace() -> None:
     very parameter they had (other graphs share these layers)."""
     from torch import nn
 
-    from gemma_edge.exporter.tflite_weight_inputs import StreamedWeight, WeightsAsInputs
+    from gemma_edge.exporter.tflite.weight_inputs import StreamedWeight, WeightsAsInputs
 
     embedding = nn.Embedding(10, 4)
     head = nn.Linear(4, 10, bias=False)

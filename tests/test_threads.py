@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gemma_edge.artifact.manifest import GraphRole, load_manifest
 from gemma_edge.runtime.engine import Engine
-from gemma_edge.runtime.manifest import GraphRole, load_manifest
 from gemma_edge.runtime.threads import SINGLE_THREAD_BELOW_HIDDEN, WIDE_ROWS, ThreadPlan, available_cores, thread_plan
 
 

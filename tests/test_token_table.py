@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gemma_edge.artifact.manifest import load_manifest
 from gemma_edge.runtime import model as model_module
 from gemma_edge.runtime.engine import open_model
-from gemma_edge.runtime.manifest import load_manifest
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "litert"])

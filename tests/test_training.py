@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, invoke
 
-from gemma_edge.exporter.reference_model import TINY, new_models, save_reference_model, tokenizer_corpus
 from gemma_edge.exporter.training.batches import tokenize_texts
 from gemma_edge.exporter.training.corpus import load_corpus
 from gemma_edge.exporter.training.drafter_distill import DrafterChain, DrafterTraining, chained_agreement, train_drafter
+from gemma_edge.exporter.training.reference_model import TINY, new_models, save_reference_model, tokenizer_corpus
 from gemma_edge.exporter.training.target_lm import CausalLM, TargetTraining, perplexity, train_target
 from gemma_edge.exporter.training.tokenizer import train_tokenizer
 
@@ -74,7 +74,7 @@ def test_drafter_distillation_raises_agreement(briefly_trained_target: tuple, ti
 
 def test_realign_command_raises_acceptance(briefly_trained_target: tuple, tmp_path: Path) -> None:
     """A target that moved away from its drafter (here: trained after the drafter was made)."""
-    from gemma_edge.exporter.checkpoint import load_drafter, load_target
+    from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
 
     lm = briefly_trained_target[0]
     _, drafter = new_models(TINY, seed=5)

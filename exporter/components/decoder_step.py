@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from gemma_edge.runtime.manifest import CacheLayer, LayerType
+from gemma_edge.artifact.manifest import CacheLayer, LayerType
 
 from .attention import grouped_attention, normed_key_value, normed_query, residual_block, rotate
 from .cached_attention import cached_attention_for_export, visible_prefix

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gemma_edge.runtime.manifest import LayerType
+from gemma_edge.artifact.manifest import LayerType
 
 from .attention import grouped_attention, project_query, residual_block
 from .cached_attention import visible_prefix

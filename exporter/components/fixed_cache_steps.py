@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gemma_edge.runtime.manifest import CacheLayer, LayerType, litert_cache_names
+from gemma_edge.artifact.manifest import CacheLayer, LayerType, litert_cache_names
 
 from .attention import grouped_attention, rotate
 from .decoder_step import DecoderLayers, Rope

@@ -1,1 +1,2 @@
-"""Training the built-in reference model (tokenizer, target, MTP drafter) and re-aligning drafters."""
+"""The built-in reference model: its shape, tokenizer and training (target and MTP drafter),
+and re-aligning a drafter to a changed target."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from ..reference_model import TOKEN_ID
+from .tokenizer import TOKEN_ID
 
 
 def tokenize_texts(tokenizer: Tokenizer, texts: Iterable[str]) -> np.ndarray:

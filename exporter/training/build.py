@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..reference_model import BUILTIN_DIR, TRAINED, ReferenceShape, new_models, save_reference_model
 from .batches import tokenize_texts
 from .corpus import load_corpus
 from .drafter_distill import DrafterChain, DrafterTraining, chained_agreement, train_drafter
+from .reference_model import BUILTIN_DIR, TRAINED, ReferenceShape, new_models, save_reference_model
 from .target_lm import CausalLM, ConsoleProgress, TargetTraining, perplexity, train_target
 from .tokenizer import train_tokenizer
 

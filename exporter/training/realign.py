@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
-from ..checkpoint import load_drafter, load_target
+from ..checkpoint.loading import load_drafter, load_target
 from .batches import tokenize_texts
 from .drafter_distill import DrafterChain, DrafterTraining, chained_agreement, train_drafter
 from .target_lm import CausalLM, ProgressCallback

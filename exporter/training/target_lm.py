@@ -14,8 +14,8 @@ from torch import nn
 
 from gemma_edge.runtime.masks import decoder_masks
 
+from ..checkpoint.layout import cache_layers, store_layers
 from ..components.decoder_step import DecoderStep
-from ..layout import cache_layers, store_layers
 from .batches import evaluation_windows, random_windows
 from .schedule import fit
 

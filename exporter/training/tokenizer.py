@@ -6,7 +6,21 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from ..reference_model import SPECIAL_TOKENS, TOKEN_ID
+# Gemma 4's special tokens, in the order they get ids 0.. in the tokenizer.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<unk>",
+    "<start_of_image>",
+    "<start_of_audio>",
+    "<image_soft_token>",
+    "<audio_soft_token>",
+    "<end_of_image>",
+    "<end_of_audio>",
+    "<video_soft_token>",
+)
+TOKEN_ID = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:

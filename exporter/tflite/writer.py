@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, GraphSpec, ModelSummary, SignatureSpec, TensorSpec, litert_cache_names
+from gemma_edge.quantize.recipes import Recipe
+from gemma_edge.quantize.tflite_quantize import TfliteSchemes
 from gemma_edge.runtime.litert_signatures import (
     DECODE,
     DEFAULT_ATTENTION_SPANS,
@@ -30,20 +33,16 @@ from gemma_edge.runtime.litert_signatures import (
     vision_signature,
 )
 from gemma_edge.runtime.native_output import quiet_native_output
-from gemma_edge.runtime.manifest import GraphRole, GraphSpec, ModelSummary, SignatureSpec, TensorSpec, litert_cache_names
 
-from gemma_edge.quantize.recipes import Recipe
-from gemma_edge.quantize.tflite_quantize import TfliteSchemes
-
-from .checkpoint import Checkpoint
-from .components.decoder_step import DecoderLayers
-from .components.drafter_step import DrafterStep, drafter_cache_types
-from .components.embedders import AudioEmbedder, VisionEmbedder
-from .components.fixed_cache_steps import FixedCacheDecoder, FixedCacheDrafter, LiteRtTokenEmbedder
-from .layout import cache_layers, store_layers
-from .lazy_weights import WeightSources
-from .tflite_constants import TensorWritten, write_with_constants
-from .tflite_weight_inputs import WeightsAsInputs, materialize_small_tensors, shape_only_sample, streamed_weights
+from ..checkpoint.layout import cache_layers, store_layers
+from ..checkpoint.lazy_weights import WeightSources
+from ..checkpoint.loading import Checkpoint
+from ..components.decoder_step import DecoderLayers
+from ..components.drafter_step import DrafterStep, drafter_cache_types
+from ..components.embedders import AudioEmbedder, VisionEmbedder
+from ..components.fixed_cache_steps import FixedCacheDecoder, FixedCacheDrafter, LiteRtTokenEmbedder
+from .constants import TensorWritten, write_with_constants
+from .weight_inputs import WeightsAsInputs, materialize_small_tensors, shape_only_sample, streamed_weights
 
 DEFAULT_PREFILL_LENGTHS = (8, 32, 128)
 DEFAULT_IMAGE_TOKEN_BUDGETS = (70, 140, 280)

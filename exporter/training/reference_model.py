@@ -2,7 +2,7 @@
 
 Two shapes. TRAINED is the built-in model that ships in exporter/builtin/ so `gemma-edge
 export` works offline; it is trained on CPU by `python -m gemma_edge.exporter.training.build`.
-TINY is the tests' model with seeded random weights (`python -m gemma_edge.exporter.reference_model DIR`).
+TINY is the tests' model with seeded random weights (`python -m gemma_edge.exporter.training.reference_model DIR`).
 Both exercise every architectural feature the 12B has: sliding and full layers with
 different head dims and RoPE (default vs proportional/partial), single-KV-head full layers
 with `attention_k_eq_v`, KV-shared layers, final logit softcapping, tied embeddings, and
@@ -16,25 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-BUILTIN_DIR = Path(__file__).parent / "builtin"
+from .tokenizer import TOKEN_ID, train_tokenizer
+
+BUILTIN_DIR = Path(__file__).parent.parent / "builtin"
 TARGET_DIR = BUILTIN_DIR / "target"
 DRAFTER_DIR = BUILTIN_DIR / "drafter"
 
-# Gemma 4's special tokens, in the order they get ids 0.. in the tokenizer.
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<pad>",
-    "<eos>",
-    "<bos>",
-    "<unk>",
-    "<start_of_image>",
-    "<start_of_audio>",
-    "<image_soft_token>",
-    "<audio_soft_token>",
-    "<end_of_image>",
-    "<end_of_audio>",
-    "<video_soft_token>",
-)
-TOKEN_ID = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
 SEED = 0
 LAYER_TYPE_NAMES = {"S": "sliding_attention", "F": "full_attention"}
 
@@ -199,7 +186,7 @@ def new_models(shape: ReferenceShape, seed: int = SEED) -> tuple["object", "obje
         Gemma4UnifiedAssistantForCausalLM,
     )
 
-    from .hf_patches import apply_transformers_patches
+    from ..checkpoint.hf_patches import apply_transformers_patches
 
     apply_transformers_patches()
     torch.manual_seed(seed)
@@ -237,8 +224,6 @@ def save_reference_model(
 
 def write_reference_model(out_dir: Path, shape: ReferenceShape = TINY) -> None:
     """A seeded random reference model (the tests' tiny checkpoints)."""
-    from .training.tokenizer import train_tokenizer
-
     target, drafter = new_models(shape)
     save_reference_model(out_dir, target, drafter, train_tokenizer(tokenizer_corpus(), shape.vocab_size), shape)
 

@@ -20,8 +20,8 @@ from gemma_edge.quantize.recipes import Kind
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.generate import GenerationConfig
 
-from .checkpoint import Checkpoint
-from .training.corpus import load_corpus
+from ..checkpoint.loading import Checkpoint
+from ..training.corpus import load_corpus
 
 SEQUENCES = 4
 SEQUENCE_TOKENS = 128

@@ -27,11 +27,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.quantize.recipes import Kind, WeightScheme
 from gemma_edge.quantize.tflite_tensors import TfliteWeightLayout, check_quantizable, lift_zero_rows, quantize_rows
-from gemma_edge.runtime.errors import GemmaEdgeError
 
-from .tflite_weight_inputs import StreamedWeight
+from .weight_inputs import StreamedWeight
 
 ALIGNMENT = 64  # bytes; each buffer starts on a cache line
 PLACEHOLDER_OFFSET = 1 << 40  # nonzero and fixed-width, so the header's size is final

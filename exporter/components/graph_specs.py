@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import torch
 
-from gemma_edge.runtime.manifest import (
+from gemma_edge.artifact.manifest import (
     CacheLayer,
     GraphRole,
     GraphSpec,

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gemma_edge.runtime.errors import GemmaEdgeError
-from gemma_edge.runtime.manifest import LayerType
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import LayerType
 
 from .hf_patches import apply_transformers_patches
 from .layout import cache_layers, store_layers

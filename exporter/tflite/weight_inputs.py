@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .lazy_weights import CheckpointTensor, WeightSources
+from ..checkpoint.lazy_weights import CheckpointTensor, WeightSources
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from gemma_edge.runtime.manifest import GraphRole, GraphSpec, ModelSummary, TokenIds
+from gemma_edge.artifact.manifest import GraphRole, GraphSpec, ModelSummary, TokenIds
 
 BUNDLE_NAME = "model.litertlm"
 

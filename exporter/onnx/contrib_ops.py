@@ -16,7 +16,7 @@ import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 
-from .components import cached_attention as _registers_the_op  # noqa: F401  (torch.ops.gemma_edge.*)
+from ..components import cached_attention as _registers_the_op
 
 MICROSOFT = "com.microsoft"
 

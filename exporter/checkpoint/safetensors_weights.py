@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gemma_edge.runtime.errors import GemmaEdgeError
+from gemma_edge.artifact.errors import GemmaEdgeError
 
 SAFETENSORS_SINGLE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

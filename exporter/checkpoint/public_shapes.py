@@ -10,7 +10,7 @@ Drafter: 4 layers (3 sliding, 1 full), width 1024, backbone 3840.
 
 from __future__ import annotations
 
-from .reference_model import ReferenceShape, drafter_config_dict, target_config_dict
+from ..training.reference_model import ReferenceShape, drafter_config_dict, target_config_dict
 
 GEMMA4_12B = ReferenceShape(
     vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_heads=16, num_kv_heads=8, head_dim=256,

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gemma_edge.artifact.backends import BACKENDS, FORMATS
+from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole, LayerType, Manifest, load_manifest
 from gemma_edge.quantize.recipes import Kind, get_recipe
-from gemma_edge.runtime.backend import BACKENDS, FORMATS
 from gemma_edge.runtime.audio import read_audio
 from gemma_edge.runtime.engine import Engine, MediaFiles, PreparedPrompt
-from gemma_edge.runtime.errors import GemmaEdgeError
 from gemma_edge.runtime.generate import GenerationConfig, generate
 from gemma_edge.runtime.images import read_image
 from gemma_edge.runtime.litert_signatures import (
@@ -38,16 +39,16 @@ from gemma_edge.runtime.litert_signatures import (
     embedder_lengths,
     vision_budgets,
 )
-from gemma_edge.runtime.manifest import GraphRole, LayerType, Manifest, load_manifest
 from gemma_edge.runtime.media_prompt import Modality
 
-from . import reference_model
-from .checkpoint import Checkpoint, load_drafter, load_target
-from .export import BUILTIN
+from ..checkpoint.loading import Checkpoint, load_drafter, load_target
+from ..export import BUILTIN
+from ..training import reference_model
 from .fidelity import measure_fidelity
 from .media_samples import write_sample_audio, write_sample_image
-from .quality import THRESHOLDS, Thresholds, kl_per_position, measure_quality
-from .validate_spans import spans_case
+from .quality import THRESHOLDS, measure_quality
+from .report import Comparison, GraphReport
+from .spans import spans_case
 
 VALIDATION_PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
 MIN_DECODE_STEPS = 40  # single-token steps after the prefill; more when the window is longer
@@ -55,75 +56,6 @@ VERIFY_CHUNK = 5  # one K+1-token step with a past, as speculative verification 
 GENERATION_TOKENS = 32
 DRAFT_STEPS = 4
 
-
-
-@dataclass
-class GraphReport:
-    format: str
-    precision: str
-    max_abs_diff: float = 0.0
-    top1_agreement: float | None = None
-    kl_mean: float | None = None
-    passed: bool = False
-    positions: int = 0
-    cases: list[str] = field(default_factory=list)
-    relative_error: float | None = None  # embeddings: max |diff| / max |reference|
-    signatures_checked: list[str] | None = None  # TFLite only
-    signatures_missed: list[str] | None = None
-
-
-@dataclass
-class Comparison:
-    """Running totals for one graph over all its cases."""
-
-    max_abs_diff: float = 0.0
-    agree: int = 0
-    kl_sum: float = 0.0
-    positions: int = 0
-    is_logits: bool = False
-    cases: list[str] = field(default_factory=list)
-    signatures: list[str] = field(default_factory=list)  # TFLite signatures that ran
-    reference_max: float = 0.0  # largest |reference| value: scales the embeddings' error
-
-    def add(self, case: str, ours: np.ndarray, reference: np.ndarray, logits: bool, scored: np.ndarray | None = None) -> None:
-        """scored [positions] bool (logits only): the positions that count for top-1 and KL;
-        max |diff| always covers all of them."""
-        if ours.shape != reference.shape:
-            raise GemmaEdgeError(f"case {case}: graph output shape {ours.shape} != reference {reference.shape}")
-        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(ours - reference).max()))
-        self.reference_max = max(self.reference_max, float(np.abs(reference).max()))
-        if case not in self.cases:
-            self.cases.append(case)
-        if logits:
-            self.is_logits = True
-            ours2, ref2 = ours.reshape(-1, ours.shape[-1]), reference.reshape(-1, reference.shape[-1])
-            if scored is not None:
-                ours2, ref2 = ours2[scored], ref2[scored]
-            self.agree += int((ours2.argmax(-1) == ref2.argmax(-1)).sum())
-            self.kl_sum += float(kl_per_position(ref2, ours2).sum())
-            self.positions += ours2.shape[0]
-
-    def report(self, manifest: Manifest, name: str, thresholds: Thresholds) -> GraphReport:
-        spec = manifest.graphs[name]
-        report = GraphReport(format=spec.format, precision=spec.precision, max_abs_diff=self.max_abs_diff, cases=self.cases)
-        if self.is_logits:
-            report.top1_agreement = self.agree / self.positions
-            report.kl_mean = self.kl_sum / self.positions
-            report.positions = self.positions
-            report.passed = (
-                (thresholds.logits_max_abs_diff is None or self.max_abs_diff <= thresholds.logits_max_abs_diff)
-                and report.top1_agreement >= thresholds.top1_agreement
-                and (thresholds.kl_mean is None or report.kl_mean <= thresholds.kl_mean)
-            )
-        else:
-            report.relative_error = self.max_abs_diff / self.reference_max if self.reference_max else 0.0
-            report.passed = report.relative_error <= thresholds.embeddings_relative_error
-        if spec.signatures:
-            ran = set(self.signatures)
-            report.signatures_checked = [sig.name for sig in spec.signatures if sig.name in ran]
-            report.signatures_missed = [sig.name for sig in spec.signatures if sig.name not in ran]
-            report.passed = report.passed and not report.signatures_missed
-        return report
 
 
 def _reference_checkpoints(manifest: Manifest, checkpoint: Path | None, drafter: Path | None) -> tuple[Checkpoint, Checkpoint | None]:

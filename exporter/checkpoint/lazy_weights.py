@@ -19,7 +19,7 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint
+from .loading import Checkpoint
 from .safetensors_weights import SafetensorsWeights
 
 

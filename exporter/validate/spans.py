@@ -11,22 +11,19 @@ at position W - 1 (chained steps), on one sequence of C tokens, against transfor
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 
+from gemma_edge.artifact.manifest import GraphRole
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.litert_signatures import DRAFTER
-from gemma_edge.runtime.manifest import GraphRole
 
-from .checkpoint import Checkpoint
-
-if TYPE_CHECKING:
-    from .validate import Comparison
+from ..checkpoint.loading import Checkpoint
+from .report import Comparison
 
 # (prompt ids, drafter logits comparison, next-hidden comparison): validate.drafter_steps's
 # chained steps at the position of the last prompt token
-DrafterSteps = Callable[[list[int], "Comparison", "Comparison"], None]
+DrafterSteps = Callable[[list[int], Comparison, Comparison], None]
 
 
 def spans_case(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
-from gemma_edge.runtime.manifest import CacheLayer, LayerType, ModelSummary, TokenIds
+from gemma_edge.artifact.manifest import CacheLayer, LayerType, ModelSummary, TokenIds
 
 
 def cache_layers(text_config: PreTrainedConfig) -> tuple[CacheLayer, ...]:

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from gemma_edge.runtime.manifest import GraphSpec, ModelSummary
+from gemma_edge.artifact.manifest import GraphSpec, ModelSummary
 
+from ..checkpoint.layout import cache_layers, store_layers
+from ..checkpoint.loading import Checkpoint
 from . import graph_specs
-from .checkpoint import Checkpoint
-from .components.decoder_step import DecoderStep
-from .components.drafter_step import DrafterStep, drafter_cache_types
-from .components.embedders import AudioEmbedder, TokenEmbedder, VisionEmbedder
-from .layout import cache_layers, store_layers
+from .decoder_step import DecoderStep
+from .drafter_step import DrafterStep, drafter_cache_types
+from .embedders import AudioEmbedder, TokenEmbedder, VisionEmbedder
 
 
 @dataclass

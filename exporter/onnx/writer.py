@@ -25,14 +25,14 @@ import onnx_ir as ir
 import torch
 from torch.export import Dim
 
+from gemma_edge.artifact.manifest import GraphSpec
 from gemma_edge.quantize.onnx_files import TensorWritten, save_ir_model
 from gemma_edge.quantize.onnx_quantize import quantize_graph, to_float16
 from gemma_edge.quantize.recipes import Recipe
-from gemma_edge.runtime.manifest import GraphSpec
 
-from .graph_specs import example_inputs
-from .lazy_weights import WeightSources, fold_weight_transposes
-from .onnx_contrib import TRANSLATIONS
+from ..checkpoint.lazy_weights import WeightSources, fold_weight_transposes
+from ..components.graph_specs import example_inputs
+from .contrib_ops import TRANSLATIONS
 from .packed_matmuls import pack_parallel_matmuls
 
 OPSET = 20

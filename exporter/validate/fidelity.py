@@ -24,12 +24,12 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from gemma_edge.runtime.engine import Engine
+from gemma_edge.artifact.manifest import GraphRole
 from gemma_edge.quantize.onnx_quantize import SCOPES_KEY
-from gemma_edge.runtime.manifest import GraphRole
+from gemma_edge.runtime.engine import Engine
 
-from .checkpoint import Checkpoint
-from .packed_matmuls import packed_parts
+from ..checkpoint.loading import Checkpoint
+from ..onnx.packed_matmuls import packed_parts
 from .quality import SEQUENCE_TOKENS, SEQUENCES, heldout_sequences, kl_per_position
 
 TOP1_AGREEMENT = 0.95

@@ -1,0 +1,1 @@
+"""The ONNX writer: trace without weights, optimise, quantize lazily, pack projections."""
