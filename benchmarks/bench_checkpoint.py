@@ -28,8 +28,9 @@ transformers and onnxruntime-genai's model builder all read:
 
 Sizes
 -----
-``165m``: the FINDINGS benchmark model, hidden 1024, 8 layers (3 sliding : 1 full), vocab 32k,
-8 heads / 4 KV heads, head_dim 128, global_head_dim 256, intermediate 4096, window 512
+``165m``: the model of benchmarks/README.md's "Before the first line of code", hidden 1024,
+8 layers (3 sliding : 1 full), vocab 32k, 8 heads / 4 KV heads, head_dim 128, global_head_dim
+256, intermediate 4096, window 512
 (~165M parameters, 0.33 GB in bf16).
 ``1b``: hidden 2048, 16 layers, 16 heads / 8 KV heads, intermediate 8192, vocab 32k
 (~1.1B parameters, 2.2 GB in bf16, 4.4 GB in fp32): its weights do not fit in any CPU cache,

@@ -5,7 +5,7 @@ fp32 on a 24 GB machine, so the model is built on torch's meta device (names and
 bytes), and each ~2 GB shard of bf16 tensors is generated, written with safetensors and freed
 before the next one. Peak memory is about one shard.
 
-Shape (FINDINGS.md, public facts; what is not public is marked as our choice):
+Shape (docs/big-checkpoints.md, public facts; what is not public is marked as our choice):
   target: 48 layers (5 sliding : 1 full, the last full), hidden 3840, 16 heads, 8 KV heads on
     sliding layers with head_dim 256, one KV head with attention_k_eq_v and global_head_dim 512
     on full layers, intermediate 15360, vocab 262144, window 1024, tied embeddings, final

@@ -55,16 +55,16 @@ def main() -> None:
             fmt = "all" if set(recipe.formats) == {"onnx", "tflite"} else recipe.formats[0]
             export(ExportOptions(out=out, precision=recipe.name, format=fmt, context_length=512, show_progress=False))
             report = validate(out)
-            row = {"recipe": recipe.name, "passed": report["passed"], "backends": {}}
-            for backend, quality in report["quality"]["backends"].items():
+            row = {"recipe": recipe.name, "passed": report.passed, "backends": {}}
+            for backend, quality in report.quality.backends.items():
                 suffix = ".onnx" if BACKEND_FORMATS[backend] == "onnx" else ".tflite"
                 row["backends"][backend] = {
                     "artifact_bytes": folder_bytes(out, suffix),
-                    "top1_agreement": quality["top1_agreement"],
-                    "kl_mean": quality["kl_mean"],
-                    "perplexity": quality["perplexity"],
-                    "perplexity_reference": quality["perplexity_reference"],
-                    "acceptance_rate": quality["acceptance_rate"],
+                    "top1_agreement": quality.top1_agreement,
+                    "kl_mean": quality.kl_mean,
+                    "perplexity": quality.perplexity,
+                    "perplexity_reference": quality.perplexity_reference,
+                    "acceptance_rate": quality.acceptance_rate,
                     "decode_tokens_per_second": decode_speed(out, backend, args.repeats),
                 }
             rows.append(row)

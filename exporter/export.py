@@ -19,15 +19,15 @@ from gemma_edge.runtime.native_output import quiet_native_output
 from .checkpoint.layout import model_summary, token_ids
 from .checkpoint.lazy_weights import WeightSources
 from .checkpoint.loading import Checkpoint, load_drafter, load_target
-from .components.graph_specs import finalize
-from .components.graphs import build_graphs
+from .components.graph_specs import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, finalize, litert_shapes
+from .components.graphs import build_graphs, build_litert_graphs
 from .components.norms import use_fusable_norms
 from .onnx.writer import write_onnx
 from .progress import StageProgress
 from .staging import clear_leftovers, move_into_place, staging_folder
 from .target_plan import apply_target
 from .tflite.litertlm_bundle import write_litertlm
-from .tflite.writer import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, build_litert_graphs, litert_shapes, write_tflite
+from .tflite.writer import write_tflite
 from .training import reference_model
 
 BUILTIN = "builtin"
@@ -167,7 +167,7 @@ def _load(checkpoint_dir: Path, drafter_dir: Path | None, weights: bool) -> tupl
 def _write_onnx_graphs(
     target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, folder: Path, recipe: Recipe, progress: StageProgress
 ) -> dict[str, GraphSpec]:
-    """Each graph traced without weights and written tensor by tensor (exporter/onnx_writer.py)."""
+    """Each graph traced without weights and written tensor by tensor (onnx/writer.py)."""
     exported = build_graphs(target, drafter, summary)
     sources = WeightSources([loaded for loaded in (target, drafter) if loaded is not None])
     sources.move_buffers_to_meta([graph.module for graph in exported])
@@ -190,7 +190,7 @@ def _write_tflite_graphs(
     recipe: Recipe,
     progress: StageProgress,
 ) -> dict[str, GraphSpec]:
-    """Each graph traced without its weights, which are streamed into the file (exporter/tflite_writer.py).
+    """Each graph traced without its weights, which are streamed into the file (tflite/writer.py).
     Manifest keys are `<component>_tflite`, beside the ONNX graphs' `<component>`."""
     converted = build_litert_graphs(target, drafter, summary, shapes)
     sources = WeightSources([loaded for loaded in (target, drafter) if loaded is not None])

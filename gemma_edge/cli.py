@@ -161,42 +161,44 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
     if json_file is not None:
         write_report(report, json_file)
     click.echo(f"{'graph':<24}{'format':<8}{'precision':<14}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
-    for name, graph in report["graphs"].items():
-        top1 = "-" if graph["top1_agreement"] is None else f"{graph['top1_agreement']:.2%}"
-        kl = "-" if graph["kl_mean"] is None else f"{graph['kl_mean']:.2e}"
-        verdict = "pass" if graph["passed"] else "FAIL"
-        if graph.get("signatures_missed"):
-            verdict += f" (signatures never run: {', '.join(graph['signatures_missed'])})"
-        elif graph.get("signatures_checked"):
-            count = len(graph["signatures_checked"])
+    for name, graph in report.graphs.items():
+        top1 = "-" if graph.top1_agreement is None else f"{graph.top1_agreement:.2%}"
+        kl = "-" if graph.kl_mean is None else f"{graph.kl_mean:.2e}"
+        verdict = "pass" if graph.passed else "FAIL"
+        if graph.signatures_missed:
+            verdict += f" (signatures never run: {', '.join(graph.signatures_missed)})"
+        elif graph.signatures_checked:
+            count = len(graph.signatures_checked)
             verdict += f" ({count} signature{'s' if count > 1 else ''})"
-        click.echo(f"{name:<24}{graph['format']:<8}{graph['precision']:<14}{graph['max_abs_diff']:>11.2e}{top1:>8}{kl:>11}  {verdict}")
-    for backend, generation in report["generation"]["backends"].items():
-        for prompt, result in (("text", generation.get("text", generation)), ("image+audio", generation.get("multimodal"))):
+        click.echo(f"{name:<24}{graph.format:<8}{graph.precision:<14}{graph.max_abs_diff:>11.2e}{top1:>8}{kl:>11}  {verdict}")
+        for error in graph.shape_errors:
+            click.echo(f"  {name}: {error}")
+    for backend, generation in report.generation.backends.items():
+        for prompt, result in (("text", generation.text), ("image+audio", generation.multimodal)):
             if result is None:
                 continue
             line = (
-                f"greedy generation vs transformers on {backend}, {prompt} prompt ({result['new_tokens']} tokens, plain and speculative): "
-                f"{'match' if result['greedy_match'] else 'differs'}"
+                f"greedy generation vs transformers on {backend}, {prompt} prompt ({result.new_tokens} tokens, plain and speculative): "
+                f"{'match' if result.greedy_match else 'differs'}"
             )
-            if result["speculative_equals_plain"] is not None:
-                line += f"; speculative == plain: {'yes' if result['speculative_equals_plain'] else 'NO'}"
-            click.echo(line + ("" if result["passed"] else "  FAIL"))
-    for backend, quality in report["quality"]["backends"].items():
-        acceptance = "-" if quality["acceptance_rate"] is None else f"{quality['acceptance_rate']:.3f}"
+            if result.speculative_equals_plain is not None:
+                line += f"; speculative == plain: {'yes' if result.speculative_equals_plain else 'NO'}"
+            click.echo(line + ("" if result.passed else "  FAIL"))
+    for backend, quality in report.quality.backends.items():
+        acceptance = "-" if quality.acceptance_rate is None else f"{quality.acceptance_rate:.3f}"
         click.echo(
-            f"held-out text on {backend} ({quality['positions']} positions): top-1 {quality['top1_agreement']:.2%}, "
-            f"KL {quality['kl_mean']:.2e}, perplexity {quality['perplexity_reference']:.3f} -> {quality['perplexity']:.3f}, "
-            f"drafter acceptance {acceptance}  {'pass' if quality['passed'] else 'FAIL'}"
+            f"held-out text on {backend} ({quality.positions} positions): top-1 {quality.top1_agreement:.2%}, "
+            f"KL {quality.kl_mean:.2e}, perplexity {quality.perplexity_reference:.3f} -> {quality.perplexity:.3f}, "
+            f"drafter acceptance {acceptance}  {'pass' if quality.passed else 'FAIL'}"
         )
-    fidelity = report.get("fidelity")
+    fidelity = report.fidelity
     if fidelity is not None:
         click.echo(
-            f"onnx graphs vs a fake-quant reference ({fidelity['positions']} positions): top-1 {fidelity['top1_agreement']:.2%}, "
-            f"KL {fidelity['kl_mean']:.2e}  {'pass' if fidelity['passed'] else 'FAIL'}"
+            f"onnx graphs vs a fake-quant reference ({fidelity.positions} positions): top-1 {fidelity.top1_agreement:.2%}, "
+            f"KL {fidelity.kl_mean:.2e}  {'pass' if fidelity.passed else 'FAIL'}"
         )
-    click.echo("passed" if report["passed"] else "FAILED")
-    if not report["passed"]:
+    click.echo("passed" if report.passed else "FAILED")
+    if not report.passed:
         sys.exit(EXIT_VALIDATION_FAILED)
 
 
@@ -212,7 +214,7 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step, fixed [default: greedy decoding chooses it per step from measured costs and acceptance, up to the drafter's num_assistant_tokens; sampling uses that number].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every graph [default: a model of hidden size below 512 decodes on 1 thread (its ops are too small to split) and prefills on all available; a larger one uses all available throughout].")
-@click.option("--huge-pages/--no-huge-pages", default=True, show_default=True, help="Move onnxruntime's weights to transparent huge pages once loaded (Linux, THP mode madvise or always): 6-21% faster decoding of ~165M-1B int4 models in our runs, ~1.2 s more load per GiB of weights. No effect on LiteRT.")
+@click.option("--huge-pages/--no-huge-pages", default=True, show_default=True, help="Move onnxruntime's weights to transparent huge pages once loaded (Linux, THP mode madvise or always): faster decoding, a longer load. No effect on LiteRT.")
 @click.option("--image", "images", multiple=True, type=click.Path(path_type=Path), help="PNG/JPEG image (repeatable); placed at each <image> in --prompt, or before it.")
 @click.option("--audio", "audio", multiple=True, type=click.Path(path_type=Path), help="WAV file, any rate and channel count, at most 30 s (repeatable); placed at each <audio>, or before the prompt.")
 @click.option("--image-tokens", default=280, show_default=True, type=click.Choice(["70", "140", "280", "560", "1120"]), help="Soft tokens per image (more = finer detail, longer prefill).")

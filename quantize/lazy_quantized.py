@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -44,7 +45,7 @@ class InMemoryWeight:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
+        return tuple(self.tensor.shape.numpy())  # an initializer's dims are all static
 
     def read(self, axis: int = 0, part: slice = slice(None)) -> np.ndarray:
         return np.asarray(self.tensor.numpy()[(slice(None),) * axis + (part,)], dtype=np.float32)
@@ -52,8 +53,26 @@ class InMemoryWeight:
 
 def weight_of(value: ir.Value) -> PartReadable:
     """The readable weight behind an initializer: a checkpoint reader when it streams from one."""
-    source = getattr(value.const_value, "source", None)
-    return source if source is not None else InMemoryWeight(value.const_value)
+    tensor = value.const_value
+    if tensor is None:
+        raise ValueError(f"{value.name} is not an initializer: there is no weight to quantize")
+    source = getattr(tensor, "source", None)
+    return source if source is not None else InMemoryWeight(tensor)
+
+
+def _input(node: ir.Node, index: int) -> ir.Value:
+    """Input `index` of `node`, which must be given (MatMul and Gather take no optional inputs)."""
+    value = node.inputs[index]
+    if value is None:
+        raise ValueError(f"{node.op_type} node {node.name} has no input {index}")
+    return value
+
+
+def _named(name: str | None, what: str) -> str:
+    """The one-node copy is built, and its node picked for quantization, by name."""
+    if name is None:
+        raise ValueError(f"{what} has no name")
+    return name
 
 
 QuantizeOneNode = Callable[[onnx.ModelProto, list[str]], onnx.ModelProto]
@@ -74,9 +93,17 @@ class OneNode:
 
     @classmethod
     def of(cls, node: ir.Node, weight_index: int) -> OneNode:
-        data = node.inputs[1 - weight_index]
+        data, weight, output = _input(node, 1 - weight_index), _input(node, weight_index), node.outputs[0]
         data_type = data.dtype.value if data.dtype is not None else onnx.TensorProto.FLOAT
-        return cls(node.op_type, node.name, weight_index, node.inputs[weight_index].name, data.name, data_type, node.outputs[0].name)
+        return cls(
+            node.op_type,
+            _named(node.name, f"a {node.op_type} node"),
+            weight_index,
+            _named(weight.name, f"the weight of {node.name}"),
+            _named(data.name, f"input {1 - weight_index} of {node.name}"),
+            data_type,
+            _named(output.name, f"the output of {node.name}"),
+        )
 
     def model(self, weight: np.ndarray) -> onnx.ModelProto:
         """This node alone, with `weight` as its only initializer and its other input as the graph input."""
@@ -115,7 +142,7 @@ class LazyQuantizedNode:
         self.channel_axis = channel_axis
         self.quantize = quantize
         self.chunked = chunked
-        self.weight = weight_of(node.inputs[weight_index])
+        self.weight = weight_of(_input(node, weight_index))
         self.channels = self.weight.shape[channel_axis]
         small, large = (self._run(_trial_weight(self.weight.shape, channel_axis, n)) for n in _TRIAL_CHANNELS)
         self.template = small  # the nodes to splice in, attributes scaled to the full weight
@@ -164,7 +191,7 @@ class LazyQuantizedNode:
         for name, (data_type, dims) in self.outputs.items():
             dtype = ir.DataType(data_type)
             value = ir.Value(name=name, shape=ir.Shape(dims), type=ir.TensorType(dtype))
-            value.const_value = ir.LazyTensor(lambda name=name: self.take(name), dtype=dtype, shape=ir.Shape(dims))
+            value.const_value = ir.LazyTensor(partial(self.take, name), dtype=dtype, shape=ir.Shape(dims))
             values[name] = value
         return values
 
@@ -172,7 +199,7 @@ class LazyQuantizedNode:
         """Replace the node by the quantizer's nodes, reading lazily created initializers."""
         template = ir.serde.deserialize_model(self.template)
         initializers = self.lazy_initializers()
-        data = self.node.inputs[1 - self.weight_index]
+        data = _input(self.node, 1 - self.weight_index)
         output = self.node.outputs[0]
         template.graph.outputs.clear()  # the produced value becomes the graph's, maybe its output
         new_nodes = list(template.graph)

@@ -8,7 +8,7 @@ predictable). A rewritten graph replaces its data file: a stale one would ship u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx_ir as ir
@@ -32,7 +32,9 @@ def external_locations(model: ir.Model) -> set[str]:
 TensorWritten = Callable[[ir.TensorProtocol, "ir.external_data.CallbackInfo"], None]
 
 
-def save_ir_model(model: ir.Model, path: Path, replaced_data: list[Path] = (), written: TensorWritten | None = None) -> list[Path]:
+def save_ir_model(
+    model: ir.Model, path: Path, replaced_data: Sequence[Path] = (), written: TensorWritten | None = None
+) -> list[Path]:
     """Write an onnx_ir `model` to `path` by the threshold rule, one tensor at a time (lazy
     tensors are evaluated as they are written; `written` is called before each). Data files
     in `replaced_data` that the new graph does not use are removed afterwards: tensors may

@@ -1,16 +1,18 @@
 """Apply a recipe to an exported fp32 ONNX graph with onnxruntime's own quantizers.
 
-Each weight-bearing node is assigned a model part from the module path the dynamo exporter
-records on it (`pkg.torch.onnx.name_scopes`), then:
-  - int4 MatMul  -> MatMulNBits (accuracy_level 4: int8 activations, ~2x faster than level 1)
+Each weight-bearing node is assigned a model part by the weight-role table
+(quantize/weight_roles.py), from the name of the weight it reads, then:
+  - int4 MatMul  -> MatMulNBits (accuracy_level 4: int8 activations, much faster than level 1)
   - int4 Gather  -> GatherBlockQuantized (the token embedding table)
   - int8 MatMul  -> MatMulNBits with 8 bits in blocks of 128 (accuracy_level 4 as well). On the
-                    trained reference model this keeps top-1 at 98.9% where quantize_dynamic's
-                    per-channel MatMulInteger, with one activation scale per tensor, gave 95.7%
-                    (below the 97% int8 mark), at about the same speed
+                    trained reference model this keeps top-1 above the int8 mark, where
+                    quantize_dynamic's per-channel MatMulInteger, with one activation scale per
+                    tensor, fell under it, at about the same speed
   - int8 Gather  -> an int8 table + DequantizeLinear, one scale for the table (quantize_dynamic;
                     GatherBlockQuantized takes 4 bits only)
   - fp16         -> float16 weights and compute, float32 inputs/outputs kept
+(The measurements behind the MatMulNBits choices: benchmarks/README.md, "Figures behind code
+comments", "Quantization choices".)
 HQQ has no Gather form in onnxruntime: an HQQ recipe's embedding table is RTN with the same
 block size and zero points.
 The tied embedding is quantized on purpose in both places: as a Gather table in the token
@@ -33,40 +35,44 @@ from gemma_edge.artifact.manifest import GraphRole
 
 from .lazy_quantized import LazyQuantizedNode, QuantizeOneNode
 from .onnx_files import external_locations, save_ir_model
-from .recipes import Kind, Part, Recipe, WeightScheme, part_of_module_path
+from .recipes import Kind, Part, Recipe, WeightScheme
+from .weight_roles import exported_part
 
 ACCURACY_LEVEL = 4
-SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # the node metadata where the dynamo exporter records module paths
-_ROLE_PART = {
-    GraphRole.TOKEN_EMBEDDER: Part.EMBEDDING,
-    GraphRole.DRAFTER: Part.DRAFTER,
-    GraphRole.VISION_EMBEDDER: Part.VISION,
-    GraphRole.AUDIO_EMBEDDER: Part.AUDIO,
-}
+# The node metadata where the dynamo exporter records module paths (read by exporter/onnx/packed_matmuls.py
+# and exporter/validate/fidelity.py; the part of a node comes from its weight's name instead).
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+TRANSPOSED_SUFFIX = "_T"  # exporter/checkpoint/lazy_weights.fold_weight_transposes names a Linear's W^T `<W>_T`
 
 
-def _scopes(node: ir.Node) -> str:
-    return node.metadata_props.get(SCOPES_KEY, "")
+def _weight_index(node: ir.Node) -> int:
+    """Where a weight node's weight is: MatMul(x, W [K, N]), Gather(table [V, H], ids)."""
+    return 1 if node.op_type == "MatMul" else 0
+
+
+def weight_name(node: ir.Node) -> str:
+    """The name of the weight a weight node reads, as the weight-role table's exported paths name
+    it: its initializer's name, which the dynamo exporter takes from the module path in the
+    graph's module (`body.layers.0.mlp.up_proj.weight`), less the suffix of a folded transpose."""
+    weight = node.inputs[_weight_index(node)]
+    name = weight.name if weight is not None and weight.name is not None else ""
+    return name.removesuffix(TRANSPOSED_SUFFIX)
 
 
 def node_part(node: ir.Node, role: GraphRole) -> Part:
-    """The model part a weight-bearing node of graph `role` belongs to."""
-    if role in _ROLE_PART:
-        return _ROLE_PART[role]
-    scopes = _scopes(node)
-    part = part_of_module_path(scopes)
-    if part not in (Part.LM_HEAD, Part.ATTENTION, Part.MLP):
-        raise ValueError(f"cannot tell which part of the decoder node {node.name} belongs to (scopes {scopes!r})")
-    return part
+    """The model part a weight-bearing node of graph `role` belongs to; GemmaEdgeError when the
+    table has no role for its weight."""
+    return exported_part(role, weight_name(node))
 
 
 def weight_nodes(graph: ir.Graph) -> list[ir.Node]:
     """MatMul nodes with a constant weight, and Gather nodes reading a constant table."""
     nodes = []
     for node in graph:
-        if node.op_type == "MatMul" and node.inputs[1] is not None and node.inputs[1].is_initializer():
-            nodes.append(node)
-        elif node.op_type == "Gather" and node.inputs[0] is not None and node.inputs[0].is_initializer():
+        if node.op_type not in ("MatMul", "Gather"):
+            continue
+        weight = node.inputs[_weight_index(node)]
+        if weight is not None and weight.is_initializer():
             nodes.append(node)
     return nodes
 
@@ -116,7 +122,7 @@ def _nbits(model: onnx.ModelProto, names: list[str], scheme: WeightScheme, op_ty
     )
     quantizer.process()
     model = quantizer.model.model
-    for node in model.graph.node:  # the HQQ path leaves accuracy_level unset (fp32 compute, ~4x slower)
+    for node in model.graph.node:  # the HQQ path leaves accuracy_level unset (fp32 compute, far slower)
         if node.op_type == "MatMulNBits" and not any(a.name == "accuracy_level" for a in node.attribute):
             node.attribute.append(onnx.helper.make_attribute("accuracy_level", ACCURACY_LEVEL))
     return model

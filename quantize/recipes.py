@@ -17,6 +17,9 @@ from gemma_edge.artifact.errors import GemmaEdgeError
 
 
 class Part(str, Enum):
+    """A weight-bearing part of the model, the unit a recipe gives a scheme to. Which weight
+    belongs to which part (and which graph holds it) is quantize/weight_roles.py's table."""
+
     EMBEDDING = "embedding"
     LM_HEAD = "lm_head"
     ATTENTION = "attention"
@@ -24,22 +27,6 @@ class Part(str, Enum):
     DRAFTER = "drafter"
     VISION = "vision"
     AUDIO = "audio"
-
-
-def part_of_module_path(path: str) -> Part | None:
-    """The part a transformers module path (or a dynamo export's name scopes) belongs to; None
-    for norms and other small tensors, which stay float."""
-    for token, part in (
-        ("embed_vision", Part.VISION),
-        ("embed_audio", Part.AUDIO),
-        ("embed_tokens", Part.EMBEDDING),
-        ("lm_head", Part.LM_HEAD),
-        (".self_attn.", Part.ATTENTION),
-        (".mlp.", Part.MLP),
-    ):
-        if token in path:
-            return part
-    return None
 
 
 class Kind(str, Enum):

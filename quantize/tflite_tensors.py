@@ -1,6 +1,6 @@
 """One weight quantized for TFLite the way ai-edge-quantizer quantizes it, a block of rows at a time.
 
-The streaming TFLite export (exporter/tflite_constants.py) writes each weight's bytes straight
+The streaming TFLite export (exporter/tflite/constants.py) writes each weight's bytes straight
 into the file, so it cannot hand a whole model to ai-edge-quantizer. It calls the quantizer's
 own functions on one block of rows instead: the min/max, scales and rounding are ai-edge-quantizer's, and
 rows are independent in both layouts used here, so the bytes are the ones it would write.

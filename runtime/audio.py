@@ -75,6 +75,7 @@ def _decode_samples(body: bytes, tag: int, channels: int, rate: int, bits: int, 
     width = bits // 8
     usable = len(body) - len(body) % (width * channels) if width else 0
     body = body[:usable]
+    samples: np.ndarray  # float32 in every branch
     if tag == _PCM and bits == 8:
         samples = (np.frombuffer(body, np.uint8).astype(np.float32) - 128) / 128
     elif tag == _PCM and bits in (16, 32):

@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,9 +20,19 @@ from .native_output import quiet_native_output
 from .threads import ThreadPlan, thread_plan
 from .xnnpack_cache import weight_cache_path
 
+# onnxruntime and ai_edge_litert ship no type information (no py.typed, no stubs), so their
+# objects are Any to a type checker; these names say which object each one is.
+OrtSession = Any  # onnxruntime.InferenceSession
+OrtIoBinding = Any  # onnxruntime.IOBinding
+LiteRtCompiledModel = Any  # ai_edge_litert.compiled_model.CompiledModel
+LiteRtTensorBuffer = Any  # ai_edge_litert's TensorBuffer
+
 
 class Backend(Protocol):
     name: str
+    # (graph, signature) pairs that have run: TFLite signatures, which `validate` reports;
+    # always empty on a backend whose graphs have no signatures (onnxruntime)
+    started: set[tuple[str, str]]
 
     def run(
         self,
@@ -54,12 +64,14 @@ class OnnxRuntimeBackend:
 
     def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None, huge_pages: bool = True):
         self.specs: dict[str, GraphSpec] = {}
-        self.sessions = {}
-        self.prefill_sessions = {}  # graph -> a second session on plan.prefill threads (a split plan's decoder)
+        self.sessions: dict[str, OrtSession] = {}
+        self.prefill_sessions: dict[str, OrtSession] = {}  # graph -> a second session on plan.prefill threads (a split plan's decoder)
+        self.started: set[tuple[str, str]] = set()  # ONNX graphs have no signatures: stays empty
         # (graph, session, bound dict) ids -> (that dict, its IOBinding, the outputs it returns)
-        self._bindings: dict[tuple[str, int, int], tuple[dict[str, object], object, list[str]]] = {}
+        self._bindings: dict[tuple[str, int, int], tuple[dict[str, object], OrtIoBinding, list[str]]] = {}
         # onnxruntime keeps its prepacked weights in malloc'd memory: huge pages make a decode
-        # step's stream over them 6-21% faster on ~165M-1B int4 models (huge_pages.py).
+        # step's stream over them faster (huge_pages.py; benchmarks/README.md, "Figures behind
+        # code comments", "Huge pages").
         plan = thread_plan(manifest, threads)
         self.huge_pages = HugePageReport()  # what the load's memory got (all zero when not asked)
         if huge_pages:
@@ -76,7 +88,7 @@ class OnnxRuntimeBackend:
                 self.prefill_sessions[name] = _open_session(folder, spec, plan.prefill)
             self.specs[name] = spec
 
-    def _binding(self, graph: str, session: object, bound: dict[str, object]) -> tuple[object, list[str]]:
+    def _binding(self, graph: str, session: OrtSession, bound: dict[str, object]) -> tuple[OrtIoBinding, list[str]]:
         """The IOBinding of `graph` on `session` with `bound` attached, and the output names it
         returns, kept (with the dict) until drop_bindings: a KV cache passes its own dict on
         every call, a decode step its own (the cache's buffers and the step's arrays, model.py),
@@ -132,7 +144,7 @@ class OnnxRuntimeBackend:
         prefill: bool = False,
     ) -> dict[str, np.ndarray]:
         spec = self.specs[graph]
-        session = self.prefill_sessions.get(graph, self.sessions[graph]) if prefill else self.sessions[graph]
+        session: OrtSession = self.prefill_sessions.get(graph, self.sessions[graph]) if prefill else self.sessions[graph]
         if not bound:
             return dict(zip(spec.output_names(), session.run(spec.output_names(), feeds)))
         # IOBinding: arrays are bound without a copy, bound OrtValues serve as input and output
@@ -151,7 +163,7 @@ class OnnxRuntimeBackend:
         return {name: values[index].numpy() for index, name in enumerate(returned)}
 
 
-def _open_session(folder: Path, spec: GraphSpec, threads: int) -> object:
+def _open_session(folder: Path, spec: GraphSpec, threads: int) -> OrtSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -161,9 +173,9 @@ def _open_session(folder: Path, spec: GraphSpec, threads: int) -> object:
     # Workers spin between the ops of one run (a decode step is ~50-700 small ops; waking a
     # sleeping worker for each costs more than the op) but stop when the run ends, so an idle
     # session's workers never steal the cores of the next one (embedder, drafter, decoder run
-    # in turn). 2 threads, each mode in a fresh process, medians: fp32 built-in model plain
-    # 398 -> 649 tok/s and MTP 729 -> 975 against no spinning; int4 165M plain 108 -> 133.
-    # Spinning without the stop makes MTP slower (500): the idle sessions steal the cores. A
+    # in turn). Spinning within a run decodes much faster than no spinning, and spinning without
+    # the stop made MTP slower: the idle sessions steal the cores (benchmarks/README.md, "Figures
+    # behind code comments", "onnxruntime's thread spinning"). A
     # process-wide shared pool did as well but broke every other onnxruntime session in the
     # process (they must then opt out of per-session threads).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1")
@@ -177,7 +189,7 @@ def _open_session(folder: Path, spec: GraphSpec, threads: int) -> object:
     return session
 
 
-def _check_io(session: object, spec: GraphSpec, path: Path) -> None:
+def _check_io(session: OrtSession, spec: GraphSpec, path: Path) -> None:
     """The graph's own input/output names must be the manifest's: never trust one without the other."""
     actual_inputs = [item.name for item in session.get_inputs()]
     actual_outputs = [item.name for item in session.get_outputs()]
@@ -190,9 +202,9 @@ def _check_io(session: object, spec: GraphSpec, path: Path) -> None:
 # which is what LiteRT-LM's LLM executor sets. Without DYNAMIC_FULLY_CONNECTED, XNNPACK leaves
 # every FULLY_CONNECTED whose weights are a run-time tensor to TFLite's own kernels: in the
 # built-in decode signature those are 4 of the 56, the products with the K/V cache of the
-# single-head full-attention layer (and of the KV-shared layer that reads it). The built-in
-# int4 decode signature took 1.31 ms a call without the flag and 1.00 ms with it (2 threads,
-# median of 500); validate still passes.
+# single-head full-attention layer (and of the KV-shared layer that reads it). With the flag
+# the built-in decode signature runs measurably faster (benchmarks/README.md, "Figures behind
+# code comments", "XNNPACK's DYNAMIC_FULLY_CONNECTED flag"); validate still passes.
 XNNPACK_FLAGS = 0x1 | 0x2 | 0x8 | 0x40
 
 _litert_environment: object | None = None
@@ -245,14 +257,15 @@ class LiteRtBackend:
             ) from None
         plan = thread_plan(manifest, threads)
         self.specs: dict[str, GraphSpec] = {}
-        self.models: dict[str, object] = {}
+        self.models: dict[str, LiteRtCompiledModel] = {}
         # graph -> a second CompiledModel on plan.prefill threads (a split plan's decoder). It
-        # reads the weights the first one packed from the same cache file (built-in int4: peak
-        # RSS 206 MiB, against 252 packing them again in memory and ~170 with no second model).
-        self.prefill_models: dict[str, object] = {}
+        # reads the weights the first one packed from the same cache file, so it adds little to
+        # the peak RSS (benchmarks/README.md, "Figures behind code comments", "The LiteRT prefill
+        # instance").
+        self.prefill_models: dict[str, LiteRtCompiledModel] = {}
         self.started: set[tuple[str, str]] = set()  # (graph, signature) pairs that have run
         self._announced: set[tuple[str, str, bool]] = set()  # (graph, signature, prefill instance) that have run
-        self._buffers: dict[tuple[str, str, str, str], object] = {}  # (graph, signature, "in"/"out", tensor)
+        self._buffers: dict[tuple[str, str, str, str], LiteRtTensorBuffer] = {}  # (graph, signature, "in"/"out", tensor)
         self._outputs: dict[tuple[str, str], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
         self._calls: dict[tuple[str, str], _SignatureCall] = {}  # (graph, signature) -> its last call's buffer maps
         for name, spec in manifest.graphs.items():
@@ -280,7 +293,7 @@ class LiteRtBackend:
             if spec.role == GraphRole.DECODER and plan.split:
                 self.prefill_models[name] = _open_compiled_model(CompiledModel, CpuOptions, Options, path, plan.prefill, cache)
 
-    def _buffer(self, graph: str, signature: str, direction: str, tensor: str) -> object:
+    def _buffer(self, graph: str, signature: str, direction: str, tensor: str) -> LiteRtTensorBuffer:
         key = (graph, signature, direction, tensor)
         if key not in self._buffers:
             model = self.models[graph]
@@ -324,7 +337,7 @@ class LiteRtBackend:
         self._calls.clear()
 
     def _run(
-        self, model: object, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]
+        self, model: LiteRtCompiledModel, graph: str, signature: str, feeds: dict[str, np.ndarray], bound: dict[str, object]
     ) -> dict[str, np.ndarray]:
         call = self._call(graph, signature, tuple(feeds), bound)
         for tensor, value in feeds.items():
@@ -349,8 +362,8 @@ class LiteRtBackend:
 
 
 def _open_compiled_model(
-    compiled_model: type, cpu_options: type, options: type, path: Path, threads: int, weight_cache: Path | None
-) -> object:
+    compiled_model: type[Any], cpu_options: type[Any], options: type[Any], path: Path, threads: int, weight_cache: Path | None
+) -> LiteRtCompiledModel:
     """One CompiledModel of `path` on XNNPACK with `threads` threads and, given one, XNNPACK's
     weight cache file (xnnpack_cache.py)."""
     cpu = cpu_options(num_threads=threads, xnnpack_flags=XNNPACK_FLAGS, xnnpack_weight_cache_path=str(weight_cache or ""))
@@ -369,9 +382,9 @@ class _SignatureCall:
 
     bound: dict[str, object]
     fed: tuple[str, ...]
-    inputs: dict[str, object]
-    outputs: dict[str, object]
-    reads: list[tuple[str, object, int, np.dtype, tuple[int, ...]]]
+    inputs: dict[str, LiteRtTensorBuffer]
+    outputs: dict[str, LiteRtTensorBuffer]
+    reads: list[tuple[str, LiteRtTensorBuffer, int, np.dtype, tuple[int, ...]]]
 
 
 def create_backend(name: str, folder: Path, manifest: Manifest, threads: int | None = None, huge_pages: bool = True) -> Backend:

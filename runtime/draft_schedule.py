@@ -15,21 +15,20 @@ speculation is never kept on where it costs more than it saves.
 
 A cost is the fastest of its last WINDOW measurements. Timing noise only ever adds (another
 process, a cold cache), and the first call of a new sequence length is several times slower
-than the next ones (onnxruntime: ~4.5 ms for a verify that then takes ~1.2 ms on the built-in
-model), so an average would keep an unlucky K out of favour for good. The first rounds try
+than the next ones, so an average would keep an unlucky K out of favour for good. The first rounds try
 every K from the largest down to 0, twice, so each v(K) has a warm measurement; later rounds
 draft the best K, and every EXPLORE_EVERY-th round one more or one fewer in turn, so the
 estimates next to the best K keep learning; a neighbour estimated far slower only every
-EXPLORE_FAR_EVERY-th round. On the built-in model on LiteRT, where the 5-token verify costs ~3
-decode steps and K = 0 wins, trying K = 1 every 8th round cost ~15% of plain decoding's speed,
-every 64th round 6%; every 256th with the best K reused between explorations, ~3-5%.
+EXPLORE_FAR_EVERY-th round: where K = 0 wins (the built-in model on LiteRT, whose fixed-length
+verify costs several decode steps), frequent tries of K = 1 cost a visible share of plain
+decoding's speed, and rare ones little.
 
 Why measure: the best K is a property of the model, the backend and the machine together. On
-the built-in int4 model on onnxruntime (2 vCPUs) a verify of 5 tokens costs ~1.6 decode steps
-and acceptance falls with position, so K=1 and K=2 beat the drafter's K=4 (1347 and 1287
-against ~1200 tok/s, fixed K, 64 tokens x 8); TFLite's verify signature has a fixed length,
-so there a shorter K saves only drafter calls; on a 12B model a drafter call is ~2% of a
-verify and long drafts pay.
+the built-in int4 model on onnxruntime a verify of 5 tokens costs more than a decode step and
+acceptance falls with position, so short drafts beat the drafter's K=4; TFLite's verify
+signature has a fixed length, so there a shorter K saves only drafter calls; on a 12B model a
+drafter call is a small fraction of a verify and long drafts pay. (The measurements:
+benchmarks/README.md, "Figures behind code comments", "The draft schedule".)
 
 Greedy decoding emits the same tokens for every K, so the schedule changes speed only. With
 sampling the random stream depends on K, so generate() keeps K fixed there (a seed reproduces
@@ -97,8 +96,9 @@ class DraftSchedule:
         exploring = self.rounds % EXPLORE_EVERY == EXPLORE_EVERY - 1
         if self.chosen is not None and self.chosen <= limit and not exploring:
             # Between exploration rounds the best K is the one last worked out (a drafted round
-            # clears it): working it out costs ~10 us of Python on caches the graph call just
-            # evicted, 4% of a plain step on the built-in model.
+            # clears it): working it out is Python on caches the graph call just evicted, a
+            # visible share of a small model's plain step (benchmarks/README.md, "Figures behind
+            # code comments", "The per-token loop").
             return self.chosen
         for warm in range(WARM_UP):
             for drafts in range(limit, -1, -1):

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,12 +14,15 @@ from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.artifact.manifest import GraphRole, Manifest, load_manifest
 
 from .audio import read_audio
-from .backend import create_backend
+from .backend import LiteRtBackend, OnnxRuntimeBackend, create_backend
 from .generate import GenerationConfig, GenerationResult, generate
 from .images import DEFAULT_IMAGE_TOKENS, read_image
 from .litert_model import LiteRtModel
 from .media_prompt import MediaPrompt, Modality, assemble_prompt, merge_embeddings
-from .model import ExportedModel, RuntimeModel
+from .model import OnnxModel, RuntimeModel
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 TextCallback = Callable[[str], None]
 
@@ -26,7 +30,7 @@ TextCallback = Callable[[str], None]
 class TextStream:
     """Turns token ids into text pieces as they arrive (byte-level BPE may split characters)."""
 
-    def __init__(self, tokenizer: object, on_text: TextCallback):
+    def __init__(self, tokenizer: Tokenizer, on_text: TextCallback):
         self.tokenizer = tokenizer
         self.on_text = on_text
         self.ids: list[int] = []
@@ -73,9 +77,10 @@ class RunResult:
     preparation_seconds: float = 0.0
 
     def stats(self) -> dict:
-        """The `--stats-json` document (field meanings: shared/INTERFACE.md)."""
+        """The `--stats-json` document (field meanings: docs/json-outputs.md)."""
         generation = self.generation
         new_tokens = len(generation.token_ids)
+        mean_drafts = generation.mean_drafts_per_step  # a number whenever the drafts were adaptive
         return {
             "text": self.text,
             "token_ids": generation.token_ids,
@@ -87,7 +92,7 @@ class RunResult:
             "speculative": generation.speculative,
             # Adaptive K: the measured drafts per verify step (its meaning for a fixed K, on
             # average); 0 when the schedule decoded every step plainly.
-            "draft_tokens": round(generation.mean_drafts_per_step, 2) if generation.adaptive_drafts else generation.draft_tokens,
+            "draft_tokens": round(mean_drafts, 2) if generation.adaptive_drafts and mean_drafts is not None else generation.draft_tokens,
             "draft_schedule": ("adaptive" if generation.adaptive_drafts else "fixed") if generation.speculative else None,
             "max_draft_tokens": generation.draft_tokens,
             "acceptance_rate": generation.acceptance_rate,
@@ -111,7 +116,10 @@ def open_model(
 ) -> RuntimeModel:
     """The backend's runtime and the model form that fits its graphs."""
     runtime = create_backend(backend, folder, manifest, threads, huge_pages)
-    return LiteRtModel(manifest, runtime) if runtime.name == "litert" else ExportedModel(manifest, runtime)
+    if isinstance(runtime, LiteRtBackend):
+        return LiteRtModel(manifest, runtime)
+    assert isinstance(runtime, OnnxRuntimeBackend), runtime.name
+    return OnnxModel(manifest, runtime)
 
 
 class Engine:

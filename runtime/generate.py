@@ -13,16 +13,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
+from .draft_schedule import DraftSchedule
 from .kv_cache import KVCache
 from .model import RuntimeModel
-from .draft_schedule import DraftSchedule
 from .sampling import SamplingConfig, next_token, probabilities, sample
 from .speculative import accept_drafts, greedy_accept
 
 TokenCallback = Callable[[list[int]], None]
+
+
+class StopReason(str, Enum):
+    """Why a generation ended (`stop_reason` of `run --stats-json`: the value, a plain string)."""
+
+    LENGTH = "length"  # the token budget (--max-new-tokens) is spent
+    EOS = "eos"  # an end-of-sequence token was emitted
+    CONTEXT = "context"  # the context is full
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -49,7 +61,7 @@ class GenerationResult:
     verify_calls: int = 0
     tokens_from_verify: int = 0  # tokens emitted by speculative rounds
     accepted_per_round: list[int] = field(default_factory=list)  # drafts kept in each verify step
-    stop_reason: str = "length"
+    stop_reason: StopReason = StopReason.LENGTH
     notes: list[str] = field(default_factory=list)
     adaptive_drafts: bool = False  # K chosen per round (DraftSchedule) rather than fixed
 
@@ -82,18 +94,18 @@ class _Emitter:
         self.eos = set(eos)
         self.budget = budget
         self.on_tokens = on_tokens
-        self.stop_reason = ""
+        self.stop_reason: StopReason | None = None  # None while generating
 
     def emit(self, tokens: list[int]) -> None:
         accepted = []
         for token in tokens:
-            if self.stop_reason:
+            if self.stop_reason is not None:
                 break
             accepted.append(token)
             if token in self.eos:
-                self.stop_reason = "eos"
+                self.stop_reason = StopReason.EOS
             elif len(self.tokens) + len(accepted) >= self.budget:
-                self.stop_reason = "length"
+                self.stop_reason = StopReason.LENGTH
         self.tokens.extend(accepted)
         if accepted and self.on_tokens is not None:
             self.on_tokens(accepted)
@@ -115,15 +127,16 @@ def generate(
     prefill_tokens = prompt_embeds.shape[1]
     budget = max(0, min(config.max_new_tokens, context - prefill_tokens))
     speculative = config.speculative and model.has_drafter
-    draft_tokens = (config.draft_tokens or model.manifest.drafter.num_assistant_tokens) if speculative else None
+    max_drafts = _max_drafts(model, config) if speculative else 0  # the fixed K, or the most a schedule may choose
     # Greedy output does not depend on K, so K may follow the measured costs; sampling keeps it
     # fixed, because its random stream (and so a seeded run) depends on K.
-    schedule = _draft_schedule(model, draft_tokens) if speculative and config.draft_tokens is None and config.sampling.greedy else None
+    schedule = _draft_schedule(model, max_drafts) if speculative and config.draft_tokens is None and config.sampling.greedy else None
     rng = np.random.default_rng(config.seed)
     emitter = _Emitter(model.manifest.tokens.eos, budget, on_tokens)
+    draft_tokens = max_drafts if speculative else None
     result = GenerationResult([], prefill_tokens, 0.0, 0.0, speculative, draft_tokens, adaptive_drafts=schedule is not None)
     if budget == 0:
-        result.stop_reason = "context"
+        result.stop_reason = StopReason.CONTEXT
         return result
 
     cache = model.new_cache()
@@ -135,17 +148,17 @@ def generate(
     emitter.emit([token])
     last_hidden = hidden[-1][None, None]  # [1, 1, H]
 
-    while not emitter.stop_reason:
+    while emitter.stop_reason is None:
         # The schedule is told what a whole iteration cost, from here to its tokens emitted: a
         # round's Python around its calls (acceptance, trimming, emitting) is part of what
-        # speculation costs. On the built-in int4 model on onnxruntime it is ~0.12 ms, a fifth
-        # of a plain step; timing the calls alone made K = 1 look level with plain decoding
-        # while whole generations ran 3-5% slower.
+        # speculation costs. On a small model it is a sizeable share of a plain step; timing the
+        # calls alone made K = 1 look level with plain decoding while whole generations ran
+        # slower (benchmarks/README.md, "Figures behind code comments", "The per-token loop").
         iteration_from = time.perf_counter()
         if speculative:
             # Never draft past the token budget or the context (the verify writes K+1 positions).
             room = min(emitter.remaining - 1, context - cache.length - 1)
-            drafts_now = min(schedule.next_drafts(room) if schedule else draft_tokens, room)
+            drafts_now = min(schedule.next_drafts(room) if schedule else max_drafts, room)
             if drafts_now >= 1:
                 emitted, last_hidden, drafting_seconds = _speculative_round(model, cache, token, last_hidden, drafts_now, config, rng, result)
                 token = emitted[-1]
@@ -155,7 +168,7 @@ def generate(
                     schedule.record(drafts_now, len(emitted) - 1, drafting_seconds, rest)
                 continue
         if cache.length >= context:
-            emitter.stop_reason = "context"
+            emitter.stop_reason = StopReason.CONTEXT
             break
         # transient: the logits and hidden row are the step's own arrays, overwritten by the next
         # plain step; the logits are read right below, the hidden row by a speculative round at most
@@ -170,6 +183,16 @@ def generate(
     result.token_ids = emitter.tokens
     result.stop_reason = emitter.stop_reason
     return result
+
+
+def _max_drafts(model: RuntimeModel, config: GenerationConfig) -> int:
+    """Drafts per verify step: the configured number, else the drafter's num_assistant_tokens."""
+    if config.draft_tokens:
+        return config.draft_tokens
+    drafter = model.manifest.drafter
+    if drafter is None:  # has_drafter says there is one
+        raise ValueError("speculative decoding needs the manifest's drafter")
+    return drafter.num_assistant_tokens
 
 
 def _draft_schedule(model: RuntimeModel, max_drafts: int) -> DraftSchedule:

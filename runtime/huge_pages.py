@@ -1,27 +1,24 @@
 """Back the weights onnxruntime loaded with transparent huge pages (Linux).
 
-A decode step streams every weight once: ~85 MB for the ~165M int4 model, read through 4 KiB
-pages that is ~21 000 TLB entries per token, far more than the TLB holds, so the matmuls wait on
-page walks. With 2 MiB pages it is ~43. Where the kernel's THP mode is `madvise` (Ubuntu's
-default, and this VM's) anonymous memory only gets huge pages when asked for, and onnxruntime
-never asks: it allocates its prepacked MatMulNBits weights with plain malloc.
+A decode step streams every weight once: for a ~165M int4 model, read through 4 KiB pages,
+that is tens of thousands of TLB entries per token, far more than the TLB holds, so the matmuls
+wait on page walks. With 2 MiB pages it is a few dozen. Where the kernel's THP mode is
+`madvise` (Ubuntu's default, and this VM's) anonymous memory only gets huge pages when asked
+for, and onnxruntime never asks: it allocates its prepacked MatMulNBits weights with plain malloc.
 
 So after the sessions are created, `advise_new_memory` asks for huge pages over the anonymous
 memory that appeared while they loaded (madvise MADV_HUGEPAGE) and has the kernel rebuild the
 already-written pages as huge ones now (MADV_COLLAPSE, Linux >= 6.1), rather than waiting for
-khugepaged's slow background scan. Measured on the 2-vCPU VM (THP `madvise`), ~165M int4 model,
-onnxruntime, each setting in its own process, 3 alternations, medians of 5 generations:
-decode 101.5 / 112.4 / 97.4 tok/s without against 130.2 / 128.3 / 128.2 with; the collapse took
-~0.9 s for ~270 MiB and RSS did not grow (340 -> 343 MiB). LiteRT gained nothing: XNNPACK's
-packed weights live in its file-backed weight cache, not anonymous memory.
+khugepaged's slow background scan. On onnxruntime that decodes markedly faster and RSS does
+not grow; LiteRT gains nothing, since XNNPACK's packed weights live in its file-backed weight
+cache, not anonymous memory (benchmarks/README.md, "Figures behind code comments", "Huge pages").
 
 Best effort: on another OS, a kernel without MADV_COLLAPSE, THP mode `never` or any madvise
 error the memory simply stays as it was. Only memory mapped during the load is advised, so other
 libraries' allocations in the same process (a benchmark's peer engine) are left alone; weights
 that malloc places in free space an earlier allocation left in the heap are missed too.
-Collapsing copies the pages once: ~1.2 s per GiB on the 2-vCPU VM (4 GiB of malloc'd memory in
-8.9 s, measured while another process kept both cores busy), so ~10-15 s more load for the 12B's
-~7 GB of int4 weights.
+Collapsing copies the pages once, so loading takes longer in proportion to the weights: seconds
+for the 12B (the same section has the rate).
 """
 
 from __future__ import annotations

@@ -18,10 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gemma_edge.artifact.errors import GemmaEdgeError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PilImage
 
 IMAGE_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)  # soft tokens per image Gemma 4 was trained with
 DEFAULT_IMAGE_TOKENS = 280
@@ -38,7 +42,9 @@ class ImageInput:
     size: tuple[int, int]  # (height, width) after resizing
 
 
-def _pillow():  # noqa: ANN202 - the PIL.Image module
+def _pillow() -> tuple[Any, Any]:
+    """The PIL.Image and PIL.ImageOps modules (Any: a module has no type to name), imported on
+    first use: Pillow is an extra."""
     try:
         from PIL import Image, ImageOps
     except ModuleNotFoundError:
@@ -80,7 +86,7 @@ def load_image(path: Path) -> np.ndarray:
     return to_rgb(image)
 
 
-def to_rgb(image) -> np.ndarray:  # noqa: ANN001 - a PIL.Image.Image
+def to_rgb(image: PilImage) -> np.ndarray:
     """A PIL image of any mode -> [H, W, 3] uint8; transparency composited onto white."""
     Image, _ = _pillow()
     if "A" in image.getbands() or image.info.get("transparency") is not None:

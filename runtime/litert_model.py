@@ -1,4 +1,4 @@
-"""The exported TFLite graphs as the same numpy functions as ExportedModel, over LiteRT.
+"""The exported TFLite graphs as the same numpy functions as OnnxModel, over LiteRT.
 
 TFLite signatures have static shapes: K/V live in buffers of capacity C (LiteRT-LM's layout,
 K [1, KV, C, D], V [1, KV, D, C]), the decoder writes new positions at `input_pos`, and a
@@ -16,11 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.graph_io import AudioIO, LiteRtIO, VisionIO
 from gemma_edge.artifact.manifest import CacheLayer, GraphRole, GraphSpec, LayerType, Manifest, litert_cache_names
-
-from .backend import Backend, LiteRtBackend
-from .kv_cache import KVCache
-from .litert_signatures import (
+from gemma_edge.artifact.signatures import (
     DECODE,
     DRAFTER,
     VERIFY,
@@ -28,11 +26,12 @@ from .litert_signatures import (
     audio_frame_counts,
     decoder_lengths,
     embedder_lengths,
-    narrowest,
-    plan_chunks,
-    plan_chunks_keeping_blocks,
     vision_budgets,
 )
+
+from .backend import LiteRtBackend
+from .kv_cache import KVCache
+from .litert_chunks import narrowest, plan_chunks, plan_chunks_keeping_blocks
 from .masks import causal_rows, litert_decoder_mask
 from .model import GraphModel
 from .threads import WIDE_ROWS
@@ -62,13 +61,13 @@ def _pad_rows(array: np.ndarray, rows: int, axis: int = 1, value: float = 0.0) -
     return np.pad(array, widths, constant_values=value)
 
 
-class LiteRtModel(GraphModel):
+class LiteRtModel(GraphModel[LiteRtBackend]):
     format = "tflite"
 
-    def __init__(self, manifest: Manifest, backend: Backend):
+    def __init__(self, manifest: Manifest, backend: LiteRtBackend):
         super().__init__(manifest, backend)
         decoder = self._spec(GraphRole.DECODER)
-        mask = next(tensor for tensor in decoder.signature(DECODE).inputs if tensor.name == "mask")
+        mask = next(tensor for tensor in decoder.signature(DECODE).inputs if tensor.name == LiteRtIO.MASK)
         self.capacity = int(mask.shape[-1])  # [1, 1, 1, C]
         verify_length = self.manifest.drafter.num_assistant_tokens + 1 if self.manifest.drafter else None
         decoder_names = [s.name for s in decoder.signatures]
@@ -95,13 +94,13 @@ class LiteRtModel(GraphModel):
     def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray:
         if len(token_ids) == 1 and 1 in self.embedder_lengths:  # a decode step's token: nothing to cut or pad
             single = np.array([token_ids], np.int32)
-            return self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[1], {"token_ids": single})["embeddings"]
+            return self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[1], {LiteRtIO.TOKEN_IDS: single})[LiteRtIO.EMBEDDINGS]
         ids = np.asarray(token_ids, dtype=np.int32)
         pieces, start = [], 0
         for size, real in plan_chunks(len(ids), list(self.embedder_lengths)):
             chunk = np.full((1, size), self.manifest.tokens.pad, np.int32)
             chunk[0, :real] = ids[start : start + real]
-            embeddings = self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[size], {"token_ids": chunk})["embeddings"]
+            embeddings = self._run(GraphRole.TOKEN_EMBEDDER, self.embedder_lengths[size], {LiteRtIO.TOKEN_IDS: chunk})[LiteRtIO.EMBEDDINGS]
             pieces.append(embeddings[:, :real])
             start += real
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
@@ -137,14 +136,14 @@ class LiteRtModel(GraphModel):
             if signature in self.spans and block_ids is None:
                 signature, width = narrowest(self.spans[signature], cache.length + size, signature, cache.capacity)
             feeds = {
-                "embeddings": _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),
-                "input_pos": positions,
-                "mask": litert_decoder_mask(positions, width, block_ids),
+                LiteRtIO.EMBEDDINGS: _pad_rows(embeds[:, done : done + real].astype(np.float32, copy=False), size),
+                LiteRtIO.INPUT_POS: positions,
+                LiteRtIO.MASK: litert_decoder_mask(positions, width, block_ids),
             }
             outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound, prefill=size >= WIDE_ROWS)
             cache.length += real
-            logits.append(outputs["logits"][0, :real])
-            hidden.append(outputs["activations"][0, :real])
+            logits.append(outputs[LiteRtIO.LOGITS][0, :real])
+            hidden.append(outputs[LiteRtIO.ACTIVATIONS][0, :real])
             done += real
         logits_rows, hidden_rows = (logits[0], hidden[0]) if len(chunks) == 1 else (np.concatenate(logits), np.concatenate(hidden))
         return (logits_rows if all_logits else logits_rows[-1:]), hidden_rows
@@ -153,17 +152,17 @@ class LiteRtModel(GraphModel):
         """decode() of one text token [1, 1, H] through the `decode` signature, the step of
         every generated token: no chunk planning, padding or joining. The Python work between
         two LiteRT calls runs on caches the previous call evicted, so every numpy call counts
-        (~10 us each on the built-in model)."""
+        (benchmarks/README.md, "Figures behind code comments", "The per-token loop")."""
         position = cache.length
         signature, width = narrowest(self.spans[DECODE], position + 1, DECODE, cache.capacity)
         feeds = {
-            "embeddings": embeds.astype(np.float32, copy=False),
-            "input_pos": np.array([position], np.int32),
-            "mask": causal_rows(position, 1, width),
+            LiteRtIO.EMBEDDINGS: embeds.astype(np.float32, copy=False),
+            LiteRtIO.INPUT_POS: np.array([position], np.int32),
+            LiteRtIO.MASK: causal_rows(position, 1, width),
         }
         outputs = self._run(GraphRole.DECODER, signature, feeds, bound=cache.bound)
         cache.length += 1
-        return outputs["logits"][0], outputs["activations"][0]
+        return outputs[LiteRtIO.LOGITS][0], outputs[LiteRtIO.ACTIVATIONS][0]
 
     def draft(self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
         """One drafter step for the token at position cache.length (not yet cached).
@@ -204,13 +203,13 @@ class LiteRtModel(GraphModel):
         last_cached = position - 1  # LiteRT-LM's input_pos: the last position with K/V
         name, width = narrowest(self.spans[DRAFTER], position, DRAFTER, self.capacity)
         feeds = {
-            "activations": np.concatenate([token_embed, target_hidden], axis=-1).astype(np.float32),
-            "input_pos": np.array([last_cached], np.int32),
-            "mask": causal_rows(last_cached, 1, width),  # [1, 1, 1, width]: kv <= last_cached
+            LiteRtIO.ACTIVATIONS: np.concatenate([token_embed, target_hidden], axis=-1).astype(np.float32),
+            LiteRtIO.INPUT_POS: np.array([last_cached], np.int32),
+            LiteRtIO.MASK: causal_rows(last_cached, 1, width),  # [1, 1, 1, width]: kv <= last_cached
         }
         feeds.update({tensor: kv_arrays[tensor] for tensor in spec.signature(name).input_names() if tensor in kv_arrays})
         outputs = self._run(GraphRole.DRAFTER, name, feeds, kv_buffers)
-        return outputs["logits"][0, 0], outputs["projected_activations"]
+        return outputs[LiteRtIO.LOGITS][0, 0], outputs[LiteRtIO.PROJECTED_ACTIVATIONS]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """pixel_values [N, patch_dim], positions [N, 2] ((-1, -1) = padding) -> embeddings [n_valid, H]."""
@@ -223,10 +222,10 @@ class LiteRtModel(GraphModel):
             )
         budget = min(fitting)
         feeds = {
-            "pixel_values": _pad_rows(pixel_values[None].astype(np.float32), budget),
-            "image_position_ids": _pad_rows(positions[None].astype(np.int32), budget, value=-1),
+            VisionIO.PIXEL_VALUES: _pad_rows(pixel_values[None].astype(np.float32), budget),
+            VisionIO.IMAGE_POSITION_IDS: _pad_rows(positions[None].astype(np.int32), budget, value=-1),
         }
-        embeds = self._run(GraphRole.VISION_EMBEDDER, budgets[budget], feeds)["image_embeds"][0, : len(positions)]
+        embeds = self._run(GraphRole.VISION_EMBEDDER, budgets[budget], feeds)[VisionIO.IMAGE_EMBEDS][0, : len(positions)]
         return embeds[(positions != -1).all(axis=-1)]
 
     def embed_audio(self, frames: np.ndarray) -> np.ndarray:
@@ -235,6 +234,6 @@ class LiteRtModel(GraphModel):
         pieces, done = [], 0
         for size, real in plan_chunks(len(frames), list(counts)):
             chunk = _pad_rows(frames[None, done : done + real].astype(np.float32), size)
-            pieces.append(self._run(GraphRole.AUDIO_EMBEDDER, counts[size], {"audio_frames": chunk})["audio_embeds"][0, :real])
+            pieces.append(self._run(GraphRole.AUDIO_EMBEDDER, counts[size], {AudioIO.AUDIO_FRAMES: chunk})[AudioIO.AUDIO_EMBEDS][0, :real])
             done += real
         return np.concatenate(pieces)

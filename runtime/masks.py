@@ -34,8 +34,8 @@ def causal_rows(first_position: int, rows: int, width: int) -> np.ndarray:
     ... over keys 0..width-1, built row by row (each row blocks the keys after its query)
     rather than by comparing every key with every query: the Python work between two graph
     calls is slow (each call evicts the caches), and a decode or verify step's masks are ~10
-    numpy calls fewer so (the built-in int4 model decodes 4% faster on onnxruntime; a verify
-    of 2 / 5 tokens is 17 / 36 us cheaper, 40 calls x 10 interleaved)."""
+    numpy calls fewer so, which shows in a small model's decode speed (benchmarks/README.md,
+    "Figures behind code comments", "The per-token loop")."""
     if first_position < -1 or first_position + rows > width or rows < 1:
         raise ValueError(f"{rows} queries from position {first_position} do not fit {width} keys")
     mask = np.zeros((1, 1, rows, width), np.float32)
@@ -113,9 +113,10 @@ _LAST_ROW_SOURCES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 def decode_step_masks(kv_length: int, sliding_window: int) -> tuple[np.ndarray, np.ndarray]:
     """A decode step's two masks [1, 1, 1, T] as read-only views, not new arrays (built
-    between two decoder calls they cost ~60 us of a ~7 ms step on the ~165M model, the caches
-    cold): the full mask is T zeros, the sliding one the last T entries of N BLOCKED followed
-    by `window` zeros, i.e. max(0, T - window) blocked keys, then the window."""
+    between two decoder calls, on cold caches, they cost a visible share of a ~165M model's
+    step; benchmarks/README.md, "Figures behind code comments", "The per-token loop"): the
+    full mask is T zeros, the sliding one the last T entries of N BLOCKED followed by `window`
+    zeros, i.e. max(0, T - window) blocked keys, then the window."""
     zeros, ramp = _LAST_ROW_SOURCES.get(sliding_window, (np.zeros(0, np.float32), np.zeros(0, np.float32)))
     if len(zeros) < kv_length:
         size = max(kv_length, 2 * len(zeros), 1024)

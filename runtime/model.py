@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from gemma_edge.artifact.backends import TOKEN_TABLE_LIMIT_BYTES
 from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.graph_io import AudioIO, DecoderIO, DrafterIO, TokenEmbedderIO, VisionIO
 from gemma_edge.artifact.manifest import GraphRole, LayerType, Manifest, drafter_kv_input
 
 from .backend import Backend, OnnxRuntimeBackend
@@ -20,12 +21,30 @@ from .threads import WIDE_ROWS
 
 
 class RuntimeModel(Protocol):
-    """What the generation loop needs of an exported model; one implementation per backend
-    (ExportedModel for ONNX's dynamic shapes, LiteRtModel for TFLite's fixed buffers)."""
+    """What the generation loop (and `validate`) needs of an exported model; one implementation
+    per backend (OnnxModel for ONNX's dynamic shapes, LiteRtModel for TFLite's fixed buffers)."""
 
     manifest: Manifest
-    backend: Backend
     draft_schedule: DraftSchedule | None  # what speculation has measured on this model (generate.py)
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def graph_names(self) -> dict[GraphRole, str]:
+        """role -> manifest key of this model's graph of that role, in its format."""
+        ...
+
+    @property
+    def capacity(self) -> int:
+        """Positions the caches of new_cache() hold."""
+        ...
+
+    @property
+    def spans(self) -> dict[str, dict[int, str]]:
+        """Narrow signatures: base signature -> attention span -> signature name (TFLite); empty
+        where the graphs have none (ONNX)."""
+        ...
 
     @property
     def has_drafter(self) -> bool: ...
@@ -62,20 +81,24 @@ class RuntimeModel(Protocol):
 
 TOKEN_TABLE_CHUNK = 512  # ids embedded per graph call while expanding
 
+BackendT = TypeVar("BackendT", bound=Backend)
 
-class GraphModel:
-    """What both model forms share: the manifest, the backend, and the graphs of one format."""
+
+class GraphModel(Generic[BackendT]):
+    """What both model forms share: the manifest, the backend (of the type that runs the
+    form's graphs), and the graphs of one format."""
 
     format = ""  # the graph format this form runs (backend.FORMATS)
     _token_table: np.ndarray | None = None  # [V, H] float32, the embedder's output for every id
     _token_rows: dict[int, np.ndarray] | None = None  # id -> [H], where the table is too big to expand
 
-    def __init__(self, manifest: Manifest, backend: Backend):
+    def __init__(self, manifest: Manifest, backend: BackendT):
         self.manifest = manifest
         self.backend = backend
         self.draft_schedule: DraftSchedule | None = None
         self._drafter_bound: tuple[KVCache | None, dict[str, object]] = (None, {})  # (cache, its drafter buffers)
         self.graph_names = manifest.graph_names(self.format)
+        self.spans: dict[str, dict[int, str]] = {}  # narrow signatures (LiteRtModel); ONNX graphs have none
         for role in (GraphRole.TOKEN_EMBEDDER, GraphRole.DECODER):
             if role not in self.graph_names:
                 raise GemmaEdgeError(f"the manifest has no {self.format} {role.value} graph; re-run `gemma-edge export`")
@@ -100,8 +123,9 @@ class GraphModel:
     def _embed_remembering(self, token_ids: list[int]) -> np.ndarray:
         """A table too big to expand is filled row by row instead: the rows the graph gave are
         kept (up to TOKEN_TABLE_LIMIT_BYTES of them) and only ids never seen go to the graph,
-        which spares most decode steps its call (~0.1 ms of a ~7 ms step on the ~165M model:
-        text reuses a few thousand ids)."""
+        which spares most decode steps its call, a visible share of a step on a ~165M model
+        (text reuses a few thousand ids; benchmarks/README.md, "Figures behind code comments",
+        "The per-token loop")."""
         if self._token_rows is None:
             self._token_rows = {}
         rows = self._token_rows
@@ -142,8 +166,8 @@ class _DecodeStep:
     writes in place, bound once per cache together with the cache's buffers: a step writes
     one embedding row and a position, binds its two masks, and reads the logits where the
     graph left them. Between two decoder calls every numpy or binding call finds the caches
-    cold: on the ~165M int4 model the Python between two calls went from ~180 to ~160 us of a
-    ~6 ms step (medians of 63 gaps, 7 generations, four processes)."""
+    cold, so binding once shortens the Python between two calls (benchmarks/README.md,
+    "Figures behind code comments", "The per-token loop")."""
 
     embeds: np.ndarray  # inputs_embeds [1, 1, H]
     position: np.ndarray  # position_ids [1, 1] int64
@@ -152,13 +176,17 @@ class _DecodeStep:
     bound: dict[str, object]  # the cache's buffers and these arrays, by tensor name
 
 
-class ExportedModel(GraphModel):
+class OnnxModel(GraphModel[OnnxRuntimeBackend]):
     """The ONNX graphs: dynamic sequence axes; the caches are buffers of the context length,
     bound as both past_* and present_* so GroupQueryAttention appends in place (kv_cache.py)."""
 
     format = "onnx"
-    backend: OnnxRuntimeBackend
     _step: tuple[KVCache | None, _DecodeStep | None] = (None, None)  # (cache, its decode step)
+
+    @property
+    def capacity(self) -> int:
+        """The context length: every cache buffer holds that many positions."""
+        return self.manifest.model.context_length
 
     def new_cache(self) -> KVCache:
         # The previous cache's buffers are still referenced by the kept bindings: let them go
@@ -166,7 +194,7 @@ class ExportedModel(GraphModel):
         self._drafter_bound = (None, {})
         self._step = (None, None)
         self.backend.drop_bindings()
-        capacity = self.manifest.model.context_length
+        capacity = self.capacity
         decoder = self.graph_names[GraphRole.DECODER]
         layers: dict[int, tuple[object, object]] = {}
         bound: dict[str, object] = {}
@@ -187,7 +215,7 @@ class ExportedModel(GraphModel):
 
     def embed_tokens_with_graph(self, token_ids: list[int]) -> np.ndarray:
         ids = np.asarray(token_ids, dtype=np.int64)[None]
-        return self._run(GraphRole.TOKEN_EMBEDDER, {"input_ids": ids})["inputs_embeds"]
+        return self._run(GraphRole.TOKEN_EMBEDDER, {TokenEmbedderIO.INPUT_IDS: ids})[TokenEmbedderIO.INPUTS_EMBEDS]
 
     def decode(
         self,
@@ -212,15 +240,15 @@ class ExportedModel(GraphModel):
         positions = np.arange(start, start + seq, dtype=np.int64)
         mask_full, mask_sliding = decoder_masks(positions, start + seq, self.manifest.model.sliding_window, block_ids)
         feeds = {
-            "inputs_embeds": embeds.astype(np.float32, copy=False),
-            "position_ids": positions[None],
-            "mask_full": mask_full,
-            "mask_sliding": mask_sliding,
-            "logit_rows": np.arange(0 if all_logits else seq - 1, seq, dtype=np.int64),
+            DecoderIO.INPUTS_EMBEDS: embeds.astype(np.float32, copy=False),
+            DecoderIO.POSITION_IDS: positions[None],
+            DecoderIO.MASK_FULL: mask_full,
+            DecoderIO.MASK_SLIDING: mask_sliding,
+            DecoderIO.LOGIT_ROWS: np.arange(0 if all_logits else seq - 1, seq, dtype=np.int64),
         }
         outputs = self._run(GraphRole.DECODER, feeds, bound=cache.bound, prefill=seq >= WIDE_ROWS)
         cache.length += seq
-        return outputs["logits"][0], outputs["hidden"][0]
+        return outputs[DecoderIO.LOGITS][0], outputs[DecoderIO.HIDDEN][0]
 
     def _decode_step(self, embeds: np.ndarray, cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
         """decode() of one text row at cache.length, through the cache's _DecodeStep: logits [1, V]
@@ -230,24 +258,28 @@ class ExportedModel(GraphModel):
         step.embeds[...] = embeds
         step.position[0, 0] = cache.length
         mask_full, mask_sliding = decode_step_masks(cache.length + 1, self.manifest.model.sliding_window)
-        self._run(GraphRole.DECODER, {"mask_full": mask_full, "mask_sliding": mask_sliding}, bound=step.bound)
+        self._run(GraphRole.DECODER, {DecoderIO.MASK_FULL: mask_full, DecoderIO.MASK_SLIDING: mask_sliding}, bound=step.bound)
         cache.length += 1
         return step.logits[0], step.hidden[0]
 
     def _decode_step_of(self, cache: KVCache) -> _DecodeStep:
-        if self._step[0] is not cache:
-            model = self.manifest.model
-            arrays = {
-                "inputs_embeds": np.zeros((1, 1, model.hidden_size), np.float32),
-                "position_ids": np.zeros((1, 1), np.int64),
-                "logit_rows": np.zeros(1, np.int64),  # the one row
-                "logits": np.zeros((1, 1, model.vocab_size), np.float32),
-                "hidden": np.zeros((1, 1, model.hidden_size), np.float32),
-            }
-            bound = {**cache.bound, **{name: self.backend.share_array(array) for name, array in arrays.items()}}
-            step = _DecodeStep(arrays["inputs_embeds"], arrays["position_ids"], arrays["logits"], arrays["hidden"], bound)
-            self._step = (cache, step)
-        return self._step[1]
+        kept, step = self._step
+        if kept is cache and step is not None:
+            return step
+        model = self.manifest.model
+        arrays: dict[str, np.ndarray] = {
+            DecoderIO.INPUTS_EMBEDS: np.zeros((1, 1, model.hidden_size), np.float32),
+            DecoderIO.POSITION_IDS: np.zeros((1, 1), np.int64),
+            DecoderIO.LOGIT_ROWS: np.zeros(1, np.int64),  # the one row
+            DecoderIO.LOGITS: np.zeros((1, 1, model.vocab_size), np.float32),
+            DecoderIO.HIDDEN: np.zeros((1, 1, model.hidden_size), np.float32),
+        }
+        bound = {**cache.bound, **{name: self.backend.share_array(array) for name, array in arrays.items()}}
+        step = _DecodeStep(
+            arrays[DecoderIO.INPUTS_EMBEDS], arrays[DecoderIO.POSITION_IDS], arrays[DecoderIO.LOGITS], arrays[DecoderIO.HIDDEN], bound
+        )
+        self._step = (cache, step)
+        return step
 
     def draft(
         self, token_embed: np.ndarray, target_hidden: np.ndarray, cache: KVCache
@@ -294,28 +326,28 @@ class ExportedModel(GraphModel):
         drafter = self.manifest.drafter
         assert drafter is not None
         mask_full, mask_sliding = drafter_masks(position, position, drafter.sliding_window)
-        feeds = {
-            "token_embeds": token_embed.astype(np.float32, copy=False),
-            "target_hidden": target_hidden.astype(np.float32, copy=False),
-            "position_ids": np.array([[position]], dtype=np.int64),
-            "mask_full": mask_full,
-            "mask_sliding": mask_sliding,
+        feeds: dict[str, np.ndarray] = {
+            DrafterIO.TOKEN_EMBEDS: token_embed.astype(np.float32, copy=False),
+            DrafterIO.TARGET_HIDDEN: target_hidden.astype(np.float32, copy=False),
+            DrafterIO.POSITION_IDS: np.array([[position]], dtype=np.int64),
+            DrafterIO.MASK_FULL: mask_full,
+            DrafterIO.MASK_SLIDING: mask_sliding,
         }
         feeds.update(kv_arrays)
         spec = self.manifest.graphs[self.graph_names[GraphRole.DRAFTER]]
         wanted = {name: feeds[name] for name in spec.input_names() if name not in kv_buffers}
         outputs = self._run(GraphRole.DRAFTER, wanted, bound=kv_buffers)
-        return outputs["logits"][0, 0], outputs["next_hidden"]
+        return outputs[DrafterIO.LOGITS][0, 0], outputs[DrafterIO.NEXT_HIDDEN]
 
     def embed_image(self, pixel_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """pixel_values [N, patch_dim], positions [N, 2] ((-1, -1) = padding) -> embeddings [n_valid, H]."""
         outputs = self._run(
             GraphRole.VISION_EMBEDDER,
-            {"pixel_values": pixel_values[None].astype(np.float32), "image_position_ids": positions[None].astype(np.int64)},
+            {VisionIO.PIXEL_VALUES: pixel_values[None].astype(np.float32), VisionIO.IMAGE_POSITION_IDS: positions[None].astype(np.int64)},
         )
         valid = (positions != -1).all(axis=-1)
-        return outputs["image_embeds"][0][valid]
+        return outputs[VisionIO.IMAGE_EMBEDS][0][valid]
 
     def embed_audio(self, frames: np.ndarray) -> np.ndarray:
         """frames [N, 640] -> embeddings [N, H]."""
-        return self._run(GraphRole.AUDIO_EMBEDDER, {"audio_frames": frames[None].astype(np.float32)})["audio_embeds"][0]
+        return self._run(GraphRole.AUDIO_EMBEDDER, {AudioIO.AUDIO_FRAMES: frames[None].astype(np.float32)})[AudioIO.AUDIO_EMBEDS][0]

@@ -2,10 +2,9 @@
 
 A decode step of a small model is hundreds of ops of a few microseconds each, and handing half
 of each to a second thread costs more than it saves; a prefill's ops are hundreds of rows wide
-and split well. Measured on 2 vCPUs, one process, the two settings interleaved, built-in int4
-model (hidden 256), 1 thread vs 2: decode 1178 vs 1080 tok/s on onnxruntime and 2228 vs 1667 on
-LiteRT, but a 284-token prefill 3760 vs 5948 tok/s on onnxruntime and 4074 vs 6864 on LiteRT.
-The ~165M model (hidden 1024) decodes at 76 vs 146 tok/s: it needs every core for both.
+and split well. On 2 vCPUs the built-in model (hidden 256) decodes faster on one thread and
+prefills faster on two, on both backends, while a ~165M model (hidden 1024) needs every core
+for both (benchmarks/README.md, "Figures behind code comments", "Threads").
 
 So a small model gets a split plan: its per-token calls (decode and verify steps, the drafter,
 the token embedder) on one thread, and its prefill-sized work (decoder calls of WIDE_ROWS rows
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 
 from gemma_edge.artifact.manifest import GraphRole, Manifest
 
-SINGLE_THREAD_BELOW_HIDDEN = 512  # measured at hidden 256 (1 thread wins) and 1024 (loses)
+SINGLE_THREAD_BELOW_HIDDEN = 512  # between the sizes measured: hidden 256 (1 thread wins) and 1024 (loses)
 WIDE_ROWS = 8  # a decoder call of this many rows or more is prefill-sized (the smallest prefill signature)
 WIDE_ROLES = frozenset({GraphRole.VISION_EMBEDDER, GraphRole.AUDIO_EMBEDDER})  # graphs that only ever prefill
 

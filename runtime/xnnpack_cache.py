@@ -1,9 +1,10 @@
 """Where XNNPACK keeps a TFLite graph's packed weights, so that all its signatures share one copy.
 
 XNNPACK repacks every weight into its own layout, and without a weight cache it does so once
-per signature: the 12B decoder (6 signatures, 6.3 GB of int4) passed 18 GiB while loading.
-With a cache file the packed weights are written once, memory-mapped and shared by every
-signature (10.9 GiB peak with all six run), as LiteRT-LM does by default.
+per signature, which put the 12B decoder (6 signatures) far over any device budget while
+loading. With a cache file the packed weights are written once, memory-mapped and shared by
+every signature, as LiteRT-LM does by default (the peaks with and without: benchmarks/README.md,
+"Figures behind code comments", "XNNPACK's weight cache").
 
 XNNPACK identifies cached weights by their place in the model, not their bytes, so a cache
 must never outlive the file it was built from. Its name carries the file's sha256, which the

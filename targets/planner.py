@@ -22,12 +22,12 @@ model on this project's development VM (benchmarks/README.md has the runs):
   - onnxruntime holds each float weight byte once and integer ones ~1.7 times (MatMulNBits'
     prepacked copy); its arena keeps ~3.5x the planned activations (chunks grow by doubling,
     several intermediates live at once);
-  - LiteRT held each weight byte ~6.2 times while XNNPACK packed the weights again for every
-    signature it runs. With one weight cache file per graph, shared by all its signatures, it
-    holds them about once: 0.9 for float weights (fitted on the small fp32 runs) and 1.0 for
-    integer ones (the 12B int4 decoder's 6.34 GB file packs into a 6.35 GB cache; first run
-    10.59 GiB measured, 11.53 GiB planned). The small int4 runs come out 7-19% apart
-    (benchmarks/README.md, "Planner check with XNNPACK's weight cache").
+  - LiteRT held each weight byte several times while XNNPACK packed the weights again for
+    every signature it runs. With one weight cache file per graph, shared by all its
+    signatures, it holds them about once: 0.9 for float weights (fitted on the small fp32 runs)
+    and 1.0 for integer ones (set by the 12B int4 run, whose decoder packs into a cache of its
+    own file's size). The small int4 runs are the loosest fit (the plans and the measurements:
+    benchmarks/README.md, "Planner check with XNNPACK's weight cache").
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 
 from gemma_edge.artifact.backends import TOKEN_TABLE_LIMIT_BYTES
 from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.artifact.manifest import GraphRole
 from gemma_edge.quantize.recipes import Part, Recipe, get_recipe
+from gemma_edge.quantize.weight_roles import GRAPH_OF_PART
 
 from .profile import DeviceProfile
 
@@ -44,11 +46,9 @@ MIB = 1024**2
 # Bytes of RSS per byte of weights in the artifact, per backend and kind (fitted; see the
 # module doc). For onnxruntime the integer figure holds for graphs with inline weights (our
 # small models): their protobuf copy stays beside MatMulNBits' prepacked one. Graphs above the
-# external-data threshold memory-map their .data file. Measured on two 12B-shaped int4
-# exports, decoder session alone (benchmarks/README.md, "big_model.py"):
-#   - int4-b64-sym: 6.25 GiB file -> 6.98 GiB anonymous + 0.73 GiB mapped pages (1.23x);
-#   - int4-b32-asym: 7.12 GiB file -> 8.37 GiB anonymous + 1.59 GiB mapped pages (1.40x).
-#   MatMulNBits with zero points prepacks larger.
+# external-data threshold memory-map their .data file. The external residencies (sym 1.23,
+# asym 1.40) are fitted on two 12B-shaped int4 exports, decoder session alone: MatMulNBits with
+# zero points prepacks larger (the file sizes and RSS: benchmarks/README.md, "big_model.py").
 # A gathered table in its own external file stays mapped, and only the rows looked up are
 # ever read (the token embedder: ~0). External float weights are unmeasured (1.0).
 WEIGHT_RESIDENCY = {
@@ -58,16 +58,6 @@ WEIGHT_RESIDENCY = {
     "litert": {"float": 0.9, "integer": 1.0, "external": 0.9, "external_sym": 1.0, "external_asym": 1.0, "external_table": 0.0},
 }
 EXTERNAL_DATA_BYTES = 512 * MIB  # onnx_writer's threshold for writing weights to a .data file
-# The graph each part's weights live in (the decoder holds the lm_head's own copy).
-_GRAPH_OF_PART = {
-    Part.EMBEDDING: "token_embedder",
-    Part.LM_HEAD: "decoder",
-    Part.ATTENTION: "decoder",
-    Part.MLP: "decoder",
-    Part.DRAFTER: "drafter",
-    Part.VISION: "vision_embedder",
-    Part.AUDIO: "audio_embedder",
-}
 # RSS per byte of the planned activations (allocator arenas, live intermediates; fitted).
 ACTIVATION_FACTOR = {"onnxruntime": 3.5, "litert": 3.26}
 # RSS of the runtime with an empty model: Python, numpy, tokenizers and the backend library (fitted).
@@ -133,21 +123,23 @@ class MemoryPlan:
 
 
 def plan_memory(shape: ModelShape, recipe: Recipe, context: int, backend: str) -> MemoryPlan:
-    weight_bytes = {}
+    weight_bytes: dict[str, int] = {}
     for part, count in shape.parameters.items():
         if count:
             weight_bytes[part.value] = int(count * recipe.scheme(part).bits_per_weight(shape.hidden_size) / 8)
     weight_bytes["other"] = shape.other_parameters * 4
-    graph_bytes: dict[str, int] = {}
+    # Whether a graph's weights go to an external .data file depends on the whole graph's size;
+    # which graph holds each part is the weight-role table's (quantize/weight_roles.py).
+    graph_bytes: dict[GraphRole, int] = {}
     for part in Part:
-        graph_bytes[_GRAPH_OF_PART[part]] = graph_bytes.get(_GRAPH_OF_PART[part], 0) + weight_bytes.get(part.value, 0)
+        graph_bytes[GRAPH_OF_PART[part]] = graph_bytes.get(GRAPH_OF_PART[part], 0) + weight_bytes.get(part.value, 0)
     residency = WEIGHT_RESIDENCY[backend]
     resident = weight_bytes["other"] * residency["float"]
     for part in Part:
         if part.value not in weight_bytes:
             continue
         scheme = recipe.scheme(part)
-        if graph_bytes[_GRAPH_OF_PART[part]] > EXTERNAL_DATA_BYTES:
+        if graph_bytes[GRAPH_OF_PART[part]] > EXTERNAL_DATA_BYTES:
             if part == Part.EMBEDDING:
                 kind = "external_table"
             elif scheme.quantized:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gemma_edge.artifact.signatures import DECODE, DRAFTER, VERIFY
 from gemma_edge.runtime.engine import Engine
-from gemma_edge.runtime.litert_signatures import DECODE, DRAFTER, VERIFY
 
 PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
 

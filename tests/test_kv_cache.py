@@ -12,7 +12,7 @@ from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.artifact.manifest import GraphRole, load_manifest
 from gemma_edge.runtime.backend import OnnxRuntimeBackend
 from gemma_edge.runtime.kv_cache import KVCache
-from gemma_edge.runtime.model import ExportedModel
+from gemma_edge.runtime.model import OnnxModel
 
 
 def empty_cache(capacity: int = 10) -> KVCache:
@@ -65,7 +65,7 @@ def test_onnx_buffers_are_distinct_copies(artifacts: Path) -> None:
 
 def test_onnx_cache_binds_one_buffer_as_past_and_present(artifacts: Path) -> None:
     manifest = load_manifest(artifacts)
-    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    model = OnnxModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     cache = model.new_cache()
     assert cache.capacity == manifest.model.context_length
     decoder = manifest.graphs[model.graph_names[GraphRole.DECODER]]
@@ -81,7 +81,7 @@ def test_onnx_decode_appends_in_place_and_trim_rewrites(artifacts: Path) -> None
     """Decoding writes rows [length, length+S) of every buffer and nothing else; after a trim
     the next step overwrites the rejected rows, and its logits equal an untrimmed run's."""
     manifest = load_manifest(artifacts)
-    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    model = OnnxModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     first = manifest.model.cache_layers[0].layer
     prompt = model.embed_tokens([2, 40, 41, 42, 43])
     cache = model.new_cache()
@@ -106,7 +106,7 @@ def test_onnx_prefill_can_return_the_last_row_only(artifacts: Path) -> None:
     """all_logits=False asks the graph for one row of logits (logit_rows [S-1]): the same numbers
     as the last row of a full prefill, and the cache and hidden states are unchanged."""
     manifest = load_manifest(artifacts)
-    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    model = OnnxModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     prompt = model.embed_tokens([2, 40, 41, 42, 43, 44])
     every_cache, last_cache = model.new_cache(), model.new_cache()
     every, every_hidden = model.decode(prompt, every_cache)
@@ -124,7 +124,7 @@ def test_a_new_onnx_cache_releases_the_previous_one(artifacts: Path) -> None:
     import weakref
 
     manifest = load_manifest(artifacts)
-    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    model = OnnxModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     first = model.new_cache()
     model.decode(model.embed_tokens([2, 40, 41]), first)
     model.draft(model.embed_tokens([41]), np.zeros((1, 1, manifest.model.hidden_size), np.float32), first)
@@ -141,7 +141,7 @@ def test_onnx_transient_steps_run_in_place_and_mix_with_ordinary_calls(artifacts
     ordinary step; a verify-sized call in between (another binding of the same cache) and a
     second cache do not disturb it."""
     manifest = load_manifest(artifacts)
-    model = ExportedModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
+    model = OnnxModel(manifest, OnnxRuntimeBackend(artifacts, manifest))
     prompt = model.embed_tokens([2, 40, 41, 42])
     plain, transient = model.new_cache(), model.new_cache()
     model.decode(prompt, plain)

@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.artifact.manifest import TokenIds
-from gemma_edge.runtime.litert_signatures import plan_chunks, plan_chunks_keeping_blocks
+from gemma_edge.runtime.litert_chunks import plan_chunks, plan_chunks_keeping_blocks
 from gemma_edge.runtime.media_prompt import MediaPrompt, Modality, SoftSpan, assemble_prompt, merge_embeddings
 
 TOKENS = TokenIds(bos=2, eos=(1,), pad=0, image=6, begin_image=4, end_image=8, audio=7, begin_audio=5, end_audio=9)

@@ -1,4 +1,4 @@
-"""Packing quantized projections of one input (exporter/packed_matmuls.py): the same numbers,
+"""Packing quantized projections of one input (exporter/onnx/packed_matmuls.py): the same numbers,
 fewer nodes, and only nodes that may be packed."""
 
 from __future__ import annotations

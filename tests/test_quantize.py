@@ -150,12 +150,12 @@ def test_dequantized_embedding_table_matches_the_float_one(symmetric: bool, tmp_
     from gemma_edge.quantize.recipes import Recipe, WeightScheme
 
     table = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["out"], name="node_embedding")],
+    graph = helper.make_graph(  # the table named as the token embedder's module names it (quantize/weight_roles.py)
+        [helper.make_node("Gather", ["embedding.weight", "ids"], ["out"], name="node_embedding")],
         "embedder",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 32])],
-        [numpy_helper.from_array(table, "table")],
+        [numpy_helper.from_array(table, "embedding.weight")],
     )
     path = tmp_path / "embedder.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path)
@@ -181,12 +181,13 @@ def test_quantizing_an_external_data_graph_leaves_no_stale_weights(tmp_path: Pat
 
     monkeypatch.setattr(onnx_files, "EXTERNAL_DATA_THRESHOLD", threshold)
     weight = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)  # 256 KiB fp32, ~36 KiB int4
+    name = "embedder.patch_dense.weight_T"  # as the ONNX writer names the vision embedder's W^T
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="node_linear")],
+        [helper.make_node("MatMul", ["x", name], ["y"], name="node_linear")],
         "projection",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
-        [numpy_helper.from_array(weight, "w")],
+        [numpy_helper.from_array(weight, name)],
     )
     path = tmp_path / "vision_embedder.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), path, save_as_external_data=True, location="vision_embedder.onnx.data")

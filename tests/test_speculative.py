@@ -237,7 +237,7 @@ def one_hot_wide(index: int, size: int) -> np.ndarray:
 
 def test_a_speculative_run_that_drafted_nothing_reports_no_acceptance() -> None:
     """The adaptive schedule may decode every step plainly (LiteRT on a small model): then no
-    draft was rejected either, so the rates are null, not 0 (INTERFACE.md: mean_accepted_per_step
+    draft was rejected either, so the rates are null, not 0 (docs/json-outputs.md: mean_accepted_per_step
     lies between 1 and K+1)."""
     from gemma_edge.runtime.generate import GenerationResult
 

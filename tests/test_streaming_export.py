@@ -1,7 +1,7 @@
 """The streaming ONNX route (the only one) against the in-memory export it replaced.
 
 Every ONNX export traces its modules with the weights on the meta device and reads each
-weight from safetensors as it is written (exporter/onnx_writer.py). Here the same graphs are
+weight from safetensors as it is written (exporter/onnx/writer.py). Here the same graphs are
 also exported the in-memory way (real weights, `torch.onnx.export(optimize=True)`) and
 quantized by onnxruntime's quantizer over the whole graph: outputs must agree exactly, and
 quantized weights byte for byte, also when a weight is quantized in several blocks.

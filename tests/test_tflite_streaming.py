@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 import torch
 
+from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.artifact.manifest import GraphRole
 from gemma_edge.exporter.checkpoint.layout import model_summary
 from gemma_edge.exporter.checkpoint.lazy_weights import WeightSources
 from gemma_edge.exporter.checkpoint.loading import load_drafter, load_target
+from gemma_edge.exporter.components.graph_specs import litert_shapes
+from gemma_edge.exporter.components.graphs import build_litert_graphs
 from gemma_edge.exporter.components.norms import use_fusable_norms
-from gemma_edge.exporter.tflite.writer import build_litert_graphs, litert_shapes, write_tflite
+from gemma_edge.exporter.tflite.writer import signature_sample, write_tflite
 from gemma_edge.quantize.recipes import Kind, Recipe, WeightScheme, get_recipe
-from gemma_edge.quantize.tflite_quantize import EMBEDDING_LOOKUP, FULLY_CONNECTED, TfliteSchemes, tflite_rules
+from gemma_edge.quantize.tflite_quantize import EMBEDDING_LOOKUP, FULLY_CONNECTED, TfliteSchemes, quantized_operation
 from gemma_edge.quantize.tflite_tensors import TfliteWeightLayout, lift_zero_rows, quantize_rows
+from gemma_edge.quantize.weight_roles import parts_in_graph
 from gemma_edge.quantize.zero_rows import LIFTED_VALUE
 
 
@@ -47,23 +51,25 @@ def _constant_digests(path: Path, at_least: int = 1024) -> set[str]:
 
 
 def _aeq_entries(role: GraphRole, recipe: Recipe) -> list[dict]:
-    """ai-edge-quantizer's recipe for the same rules: the reference the streamed bytes must equal."""
+    """ai-edge-quantizer's recipe for the same choice: the reference the streamed bytes must equal.
+    Only for a graph whose weights are all one part (every graph but the decoder): one rule then
+    matches every op of the part's kind."""
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer import recipe as aq
 
+    (part,) = parts_in_graph(role)
+    scheme = recipe.scheme(part)
+    if not scheme.quantized:
+        return []
+    operation = aq.TFLOperationName[quantized_operation(part)]
+    if scheme.kind == Kind.INT8:
+        return aq.dynamic_wi8c_afp32(regex=".*", operation_name=operation)
     entries = []
-    for rule in tflite_rules(role, recipe):
-        if not rule.scheme.quantized:
-            continue
-        operation = aq.TFLOperationName[rule.operation]
-        if rule.scheme.kind == Kind.INT8:
-            entries += aq.dynamic_wi8c_afp32(regex=rule.regex, operation_name=operation)
-            continue
-        for entry in aq.dynamic_wi4b32_afp32(regex=rule.regex, operation_name=operation):
-            config = entry["op_config"]["weight_tensor_config"]
-            config["granularity"] = qtyping.QuantGranularity[f"BLOCKWISE_{rule.scheme.block_size}"]
-            config["symmetric"] = rule.scheme.symmetric
-            entries.append(entry)
+    for entry in aq.dynamic_wi4b32_afp32(regex=".*", operation_name=operation):
+        config = entry["op_config"]["weight_tensor_config"]
+        config["granularity"] = qtyping.QuantGranularity[f"BLOCKWISE_{scheme.block_size}"]
+        config["symmetric"] = scheme.symmetric
+        entries.append(entry)
     return entries
 
 
@@ -125,15 +131,21 @@ def test_zero_rows_are_lifted_and_others_kept() -> None:
     np.testing.assert_array_equal(lifted, np.array([[LIFTED_VALUE] * 2, [1.0, 0.0], [LIFTED_VALUE] * 2], dtype=np.float32))
 
 
-def test_scheme_rules_pick_the_last_matching_rule_per_op() -> None:
+def test_schemes_follow_each_weights_role_and_the_op_reading_it() -> None:
     schemes = TfliteSchemes(GraphRole.DECODER, get_recipe("mixed"))
-    mlp = "body/Gemma4TextDecoderLayer_0/Gemma4TextMLP_mlp/Linear_up_proj;"
-    attention = "body/Gemma4TextDecoderLayer_0/Gemma4TextAttention_self_attn/Linear_q_proj;"
+    mlp, attention, head = "body.layers.0.mlp.up_proj.weight", "body.layers.0.self_attn.q_proj.weight", "body.lm_head.weight"
     assert schemes(mlp, FULLY_CONNECTED).kind == Kind.INT4
     assert schemes(attention, FULLY_CONNECTED).kind == Kind.INT8
-    assert schemes("FixedCacheDecoder;", FULLY_CONNECTED).kind == Kind.INT8  # the lm_head
-    assert schemes(mlp, EMBEDDING_LOOKUP) is None
+    assert schemes(head, FULLY_CONNECTED).kind == Kind.INT8
+    assert schemes(mlp, EMBEDDING_LOOKUP) is None  # only its FULLY_CONNECTED reads it quantized
     assert TfliteSchemes(GraphRole.DECODER, get_recipe("fp32"))(mlp, FULLY_CONNECTED) is None
+    drafter = TfliteSchemes(GraphRole.DRAFTER, get_recipe("mixed"))  # wrapped one level deeper than in ONNX
+    assert drafter("step.layers.1.mlp.up_proj.weight", FULLY_CONNECTED).kind == Kind.INT8
+    embedder = TfliteSchemes(GraphRole.TOKEN_EMBEDDER, get_recipe("int4"))
+    assert embedder("embedding.weight", EMBEDDING_LOOKUP).kind == Kind.INT4
+    assert embedder("embedding.weight", FULLY_CONNECTED) is None
+    with pytest.raises(GemmaEdgeError, match="body.layers.0.mlp.extra_proj.weight of the decoder graph"):
+        schemes("body.layers.0.mlp.extra_proj.weight", FULLY_CONNECTED)  # no guessing: no role, no scheme
 
 
 @pytest.mark.parametrize("recipe_name", ["int4", "int8"])
@@ -161,7 +173,8 @@ def test_streamed_graph_weights_equal_the_in_memory_conversion(recipe_name: str,
         write_tflite(streamed[name], streamed_path, sources, recipe)
         fp32, reference = tmp_path / f"{name}.fp32.tflite", tmp_path / f"{name}.reference.tflite"
         _lift_module_rows(loaded[name].module)
-        _convert_in_memory(loaded[name].module, loaded[name].samples, fp32)
+        samples = {signature.name: signature_sample(signature, loaded[name].role) for signature in loaded[name].spec.signatures}
+        _convert_in_memory(loaded[name].module, samples, fp32)
         _quantize_in_memory(fp32, reference, loaded[name].role, recipe)
         assert _constant_digests(streamed_path) == _constant_digests(reference), name
 

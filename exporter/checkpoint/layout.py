@@ -30,7 +30,7 @@ def store_layers(text_config: PreTrainedConfig) -> dict[LayerType, int]:
     """The last non-shared layer of each type: KV-shared layers and the drafter read its K/V.
 
     Defined here rather than via transformers' "store" marks because upstream only marks
-    them when num_kv_shared_layers > 0 (FINDINGS defect 3), and the drafter needs them always.
+    them when num_kv_shared_layers > 0 (docs/transformers-workarounds.md, defect 3), and the drafter needs them always.
     """
     first_shared = text_config.num_hidden_layers - text_config.num_kv_shared_layers
     stores: dict[LayerType, int] = {}

@@ -1,6 +1,6 @@
 """Which bytes each initializer of a weight-less trace gets, read only when the writer asks.
 
-The export modules are traced with every tensor on the meta device (exporter/onnx_writer.py).
+The export modules are traced with every tensor on the meta device (exporter/onnx/writer.py).
 Their initializers are then filled from where the tensors really live:
   - parameters and persistent buffers: the checkpoint, one tensor (or one block of rows) at a
     time, through `CheckpointTensor`;

@@ -39,6 +39,23 @@ class Checkpoint:
     def config(self):  # noqa: ANN201 - a transformers PreTrainedConfig
         return self.model.config
 
+    # The target's parts the graphs are built from, so that no caller reaches into the HF
+    # model's attribute tree (Gemma4UnifiedForConditionalGeneration.model.{language_model, ...}).
+    @property
+    def embed_tokens(self) -> nn.Module:
+        """The scaled token embedding (its table is tied to lm_head in Gemma 4)."""
+        return self.model.model.language_model.embed_tokens
+
+    @property
+    def embed_vision(self) -> nn.Module | None:
+        """The encoder-free vision embedder, None for a text-only model."""
+        return self.model.model.embed_vision
+
+    @property
+    def embed_audio(self) -> nn.Module | None:
+        """The encoder-free audio embedder, None for a model without audio."""
+        return self.model.model.embed_audio
+
 
 def _read_json(path: Path) -> dict:
     try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-from gemma_edge.quantize.recipes import Part, part_of_module_path
+from gemma_edge.quantize.recipes import Part
+from gemma_edge.quantize.weight_roles import checkpoint_part
 from gemma_edge.targets.planner import ModelShape
 
 from .hf_patches import apply_transformers_patches
@@ -33,8 +34,9 @@ def shape_from_configs(target_config: dict, drafter_config: dict | None = None) 
     target = build(target_config)
     other = _persistent_buffer_elements(target)  # e.g. per-layer scalars, stored with the weights
     for name, parameter in target.named_parameters():  # a tied lm_head appears once, as embed_tokens
-        part = part_of_module_path(name)
-        if part is None or parameter.dim() != 2:
+        # by the weight-role table, as the quantizers decide; an unknown weight matrix is an error
+        part = checkpoint_part(name, tuple(parameter.shape))
+        if part is None:  # norms, scalars, biases, position tables: kept float32
             other += parameter.numel()
         else:
             parameters[part] += parameter.numel()
@@ -42,6 +44,10 @@ def shape_from_configs(target_config: dict, drafter_config: dict | None = None) 
         parameters[Part.LM_HEAD] += parameters[Part.EMBEDDING]  # the decoder graph holds its own copy
     if drafter_config is not None:
         drafter = build(drafter_config)
+        for name, parameter in drafter.named_parameters():
+            checkpoint_part(name, tuple(parameter.shape), drafter=True)  # refuses a weight matrix with no role
+        # The drafter graph holds all of its tensors: its norms and scalars (a few KB) are counted
+        # with its weights rather than split out.
         parameters[Part.DRAFTER] = sum(p.numel() for p in drafter.parameters()) + _persistent_buffer_elements(drafter)
     text = target.config.get_text_config()
     caches = cache_layers(text)

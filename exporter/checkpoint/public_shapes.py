@@ -1,4 +1,5 @@
-"""Config dicts of public model shapes, for planning without weights (FINDINGS.md "The model").
+"""Config dicts of public model shapes, for planning without weights (docs/big-checkpoints.md,
+"Gemma 4 12B's public shape").
 
 Gemma 4 12B: 48 layers (5 sliding : 1 full, the last full), hidden 3840, 16 heads, 8 KV heads of
 256 on sliding layers, one KV head of 512 with attention_k_eq_v on full layers (as its GGUF

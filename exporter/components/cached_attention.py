@@ -2,7 +2,7 @@
 
 In torch (tests, training: `append_and_attend`) it is what it says: concatenate the new K/V to the past and attend
 under the additive mask. The ONNX writer translates it to onnxruntime's GroupQueryAttention
-(exporter/onnx_contrib.py), which runs in one of two modes, chosen by the runtime per call:
+(exporter/onnx/contrib_ops.py), which runs in one of two modes, chosen by the runtime per call:
 
 - past [B,KV,P,D] as plain arrays: present = past ++ new [B,KV,P+S,D], as in torch;
 - past and present bound to the same buffer [B,KV,C,D] (capacity C >= P+S, runtime/kv_cache):

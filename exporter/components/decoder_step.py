@@ -84,7 +84,7 @@ class DecoderLayers(nn.Module):
         logit_rows [N] (None: all S) -> logits [B,N,V], final-norm hidden [B,S,H]."""
         rope = {
             layer_type: self.rotary_emb(inputs_embeds, position_ids, layer_type)
-            for layer_type in set(self.text_config.layer_types)
+            for layer_type in dict.fromkeys(self.text_config.layer_types)  # first-seen order: a set's order varies per process
         }
         attended: dict[int, list[torch.Tensor]] = {}  # cache layer -> [key, value]
         hidden = inputs_embeds

@@ -30,7 +30,7 @@ def ordered_embedding_logits(masked_embedding: nn.Module, hidden: torch.Tensor, 
     """Export-friendly rewrite of Gemma4UnifiedAssistantMaskedEmbedder.forward (same numbers).
 
     Upstream fills unselected logits with `selected.min().item() - 1`; `.item()` breaks
-    tracing (FINDINGS defect 4), so the fill value stays a tensor here.
+    tracing (docs/transformers-workarounds.md, defect 4), so the fill value stays a tensor here.
     hidden [B, S, Hd] -> logits [B, S, V]
     """
     batch, seq, width = hidden.shape
@@ -93,7 +93,7 @@ class DrafterStep(nn.Module):
         hidden = self.pre_projection(activations)  # [B, 1, Hd]
         rope = {
             layer_type: self.rotary_emb(hidden, position_ids, layer_type)
-            for layer_type in set(self.text_config.layer_types)
+            for layer_type in dict.fromkeys(self.text_config.layer_types)  # first-seen order: a set's order varies per process
         }
         for index, layer in enumerate(self.layers):
             layer_type = self.text_config.layer_types[index]

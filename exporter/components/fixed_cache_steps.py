@@ -19,7 +19,7 @@ kv <= q, sliding layers keep kv > q - window, as transformers' generate() does.
 A mask narrower than the capacity, [1,1,S,L] with L < C, traces a narrow signature: every
 layer attends over the first L cache rows only (K [1,KV,:L,D], V [1,KV,D,:L]) while the new
 K/V are still written into the whole buffers. The runtime uses it while every position of
-the call is below L (runtime/litert_signatures.narrowest).
+the call is below L (runtime/litert_chunks.narrowest).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gemma_edge.artifact.graph_io import AudioIO, LiteRtIO, VisionIO
 from gemma_edge.artifact.manifest import CacheLayer, LayerType, litert_cache_names
 
 from .attention import grouped_attention, rotate
 from .decoder_step import DecoderLayers, Rope
 from .drafter_step import DrafterStep
+from .embedders import AudioEmbedder, VisionEmbedder
 
 BLOCKED = torch.finfo(torch.float32).min
 
@@ -104,7 +106,7 @@ class FixedCacheDecoder(nn.Module):
         writer = FixedCacheWriter(caches, self.cache_names, start=input_pos[0])
         masks = narrow_masks(mask, input_pos, self.window)
         logits, hidden = self.body.run(embeddings, input_pos[None].long(), masks, writer)
-        return {"logits": logits, "activations": hidden, **writer.updated}
+        return {LiteRtIO.LOGITS: logits, LiteRtIO.ACTIVATIONS: hidden, **writer.updated}
 
 
 class FixedCacheDrafter(nn.Module):
@@ -123,7 +125,7 @@ class FixedCacheDrafter(nn.Module):
         span = mask.shape[-1]
         kv = {layer_type: visible_rows(caches[key], caches[value], span) for layer_type, (key, value) in self.cache_names.items()}
         logits, next_hidden = self.step.run(activations, query_position[None].long(), masks, kv, value_transposed=True)
-        return {"logits": logits, "projected_activations": next_hidden}
+        return {LiteRtIO.LOGITS: logits, LiteRtIO.PROJECTED_ACTIVATIONS: next_hidden}
 
 
 class LiteRtTokenEmbedder(nn.Module):
@@ -134,4 +136,28 @@ class LiteRtTokenEmbedder(nn.Module):
         self.embedding = scaled_embedding
 
     def forward(self, token_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"embeddings": self.embedding(token_ids.long())}
+        return {LiteRtIO.EMBEDDINGS: self.embedding(token_ids.long())}
+
+
+class LiteRtVisionEmbedder(nn.Module):
+    """The vision embedder with named outputs, as a TFLite signature returns them."""
+
+    def __init__(self, embedder: VisionEmbedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, pixel_values: torch.Tensor, image_position_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pixel_values [1, N, 6912], image_position_ids [1, N, 2] i32 -> image_embeds [1, N, H]."""
+        return {VisionIO.IMAGE_EMBEDS: self.embedder(pixel_values, image_position_ids.long())}
+
+
+class LiteRtAudioEmbedder(nn.Module):
+    """The audio embedder with named outputs, as a TFLite signature returns them."""
+
+    def __init__(self, embedder: AudioEmbedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, audio_frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """audio_frames [1, N, 640] -> audio_embeds [1, N, H]."""
+        return {AudioIO.AUDIO_EMBEDS: self.embedder(audio_frames)}

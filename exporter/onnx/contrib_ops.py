@@ -16,8 +16,6 @@ import torch
 from onnx.defs import OpSchema
 from onnxscript import opset18 as op
 
-from ..components import cached_attention as _registers_the_op
-
 MICROSOFT = "com.microsoft"
 
 

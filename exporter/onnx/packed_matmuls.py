@@ -2,9 +2,8 @@
 
 A decoder layer projects one normed hidden state three times (q, k, v) and the next one
 twice (gate, up). As separate MatMulNBits nodes each is a small call of its own; packed, the
-weights stream through one kernel call, which on a 2-core x86 VM made the ~165M int4 decode
-graph ~3-4% faster alone (6.15 -> 5.91 ms a step, with onnxruntime-genai's, which packs q/k/v,
-at 6.01 in the same run). Packing is exact: MatMulNBits quantizes each output column on its
+weights stream through one kernel call, which makes the decode graph faster alone (the
+timings: benchmarks/README.md, "Figures behind code comments", "Packed projections"). Packing is exact: MatMulNBits quantizes each output column on its
 own (blocks run along K), so the packed weight is the parts' bytes concatenated along N, and
 each output column is computed as before.
 
@@ -12,7 +11,7 @@ Only MatMulNBits nodes with the same input, the same attributes (K, bits, block 
 accuracy level) and constant weights, scales and zero points (if any) are packed. The packed
 node keeps the first part's module path, so the recipe's part assignment still reads it, and
 lists every part under PARTS_KEY: (node name, module path scopes, rows N), for the checks
-that map weights back to modules (exporter/fidelity.py).
+that map weights back to modules (exporter/validate/fidelity.py).
 """
 
 from __future__ import annotations

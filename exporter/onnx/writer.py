@@ -5,11 +5,11 @@ run the code path a 12B export runs:
   1. trace the module with all its tensors on the meta device (no weight bytes: ~6 MB of
      graph per 12B layer);
   2. give each initializer lazy bytes: a checkpoint tensor or a value computed at build time
-     (exporter/lazy_weights.py), and fold each Linear's Transpose(W) into W^T read lazily;
+     (exporter/checkpoint/lazy_weights.py), and fold each Linear's Transpose(W) into W^T read lazily;
   3. optimise with the weights hidden as graph inputs, so nothing is folded (or read);
   4. rewrite the weight-bearing nodes by the recipe, lazily (quantize/onnx_quantize.py);
   5. pack the quantized projections of one input (q/k/v, gate/up) into one MatMulNBits each
-     (exporter/packed_matmuls.py), still lazily;
+     (exporter/onnx/packed_matmuls.py), still lazily;
   6. save tensor by tensor: each weight is read, quantized and written, then dropped.
 Peak memory is the graph plus the largest block a quantizer call takes (quantize/lazy_quantized.py).
 """

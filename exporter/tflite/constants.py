@@ -1,11 +1,11 @@
 """Turn the weight inputs of a traced .tflite back into constants, written from the checkpoint.
 
-exporter/tflite_weight_inputs.py traces each graph with its Linear / Embedding weights as
+exporter/tflite/weight_inputs.py traces each graph with its Linear / Embedding weights as
 inputs. Here every such input becomes a constant tensor again, in every signature's subgraph,
 all of them sharing one buffer, as litert-torch shares a weight between signatures:
 
     FULLY_CONNECTED(x, weight) / EMBEDDING_LOOKUP(ids, weight)  -> quantized as the recipe says
-    (the op's scope, its output tensor names, is matched as ai-edge-quantizer matches it)
+    (the weight's part from quantize/weight_roles.py, by its module path in the traced graph)
     any other use                                               -> float32
 
 The weight bytes follow the flatbuffer (the Buffer's `offset`/`size`, the form LiteRT reads for
@@ -37,7 +37,7 @@ ALIGNMENT = 64  # bytes; each buffer starts on a cache line
 PLACEHOLDER_OFFSET = 1 << 40  # nonzero and fixed-width, so the header's size is final
 WEIGHT_OPERAND = 1  # FULLY_CONNECTED(input, weights, bias) and EMBEDDING_LOOKUP(ids, table)
 
-# (op scope, operation name) -> how the weight is stored; None: float32
+# (the weight's module path in the traced graph, operation name) -> how the weight is stored; None: float32
 SchemeForOp = Callable[[str, str], WeightScheme | None]
 TensorWritten = Callable[[object, object], None]
 
@@ -102,7 +102,7 @@ def _placements(model, weights: tuple[StreamedWeight, ...], scheme_for: SchemeFo
     placements = []
     for name, found in uses.items():
         weight = by_name[name]
-        layout = TfliteWeightLayout(weight.shape, _scheme(model, found, scheme_for, schema, name))
+        layout = TfliteWeightLayout(weight.shape, _scheme(model, found, scheme_for, schema, weight))
         problem = check_quantizable(layout)
         if problem:
             raise GemmaEdgeError(f"{weight.parameter} cannot be stored as {layout.scheme.describe()}: {problem}")  # type: ignore[union-attr]
@@ -110,7 +110,7 @@ def _placements(model, weights: tuple[StreamedWeight, ...], scheme_for: SchemeFo
     return placements
 
 
-def _scheme(model, uses: list[tuple[int, int]], scheme_for: SchemeForOp, schema, name: str) -> WeightScheme | None:  # noqa: ANN001
+def _scheme(model, uses: list[tuple[int, int]], scheme_for: SchemeForOp, schema, weight: StreamedWeight) -> WeightScheme | None:  # noqa: ANN001
     """The one scheme every op reading the weight agrees on (None: kept float32)."""
     operations = {schema.BuiltinOperator.FULLY_CONNECTED: "FULLY_CONNECTED", schema.BuiltinOperator.EMBEDDING_LOOKUP: "EMBEDDING_LOOKUP"}
     schemes = set()
@@ -125,11 +125,12 @@ def _scheme(model, uses: list[tuple[int, int]], scheme_for: SchemeForOp, schema,
             if operation is None or positions != [WEIGHT_OPERAND]:
                 schemes.add(None)
                 continue
-            names = [subgraph.tensors[index].name.decode() for index in op.outputs if index >= 0]
-            scheme = scheme_for(";".join(names) + ";", operation)
+            scheme = scheme_for(weight.parameter, operation)
             schemes.add(scheme if scheme is not None and scheme.quantized else None)
     if len(schemes) > 1:
-        raise GemmaEdgeError(f"the ops reading {name} ask for different quantization ({schemes}); the recipe cannot split one weight")
+        raise GemmaEdgeError(
+            f"the ops reading {weight.input_name} ask for different quantization ({schemes}); the recipe cannot split one weight"
+        )
     return schemes.pop() if schemes else None
 
 

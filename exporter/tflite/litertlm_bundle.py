@@ -1,7 +1,7 @@
 """Pack the TFLite graphs into a .litertlm bundle that Google's LiteRT-LM runs, with its native
 MTP speculative decoding running our drafter.
 
-What LiteRT-LM (0.18.x, CPU) needs, as FINDINGS.md records it:
+What LiteRT-LM (0.18.x, CPU) needs, as docs/artifact-folder.md ("The LiteRT-LM bundle") records it:
   - the decoder as PREFILL_DECODE: prefill_N / decode / verify signatures with `embeddings`,
     `input_pos`, `mask`, kv_cache_k_i / kv_cache_v_i, and `logits` + `activations` outputs
     (the signatures components/fixed_cache_steps.py traces);

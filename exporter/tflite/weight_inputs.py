@@ -1,13 +1,14 @@
 """Trace a module for TFLite with its large weights as graph inputs, so conversion never holds them.
 
 litert-torch turns every weight into a constant of the MLIR module and of the flatbuffer it
-writes, and its conversion peaks at 3.6-5.7x the fp32 weights (FINDINGS.md): a 12B model
+writes, and its conversion peaks at several times the fp32 weights (benchmarks/README.md,
+"Before the first line of code"): a 12B model
 cannot be converted in one piece on a 24 GB machine. Here each Linear and Embedding weight of
 the checkpoint is passed into the module instead, so the traced
 graph holds names and shapes only: a Linear becomes FULLY_CONNECTED(x, <input>), an Embedding
 EMBEDDING_LOOKUP(ids, <input>). The sample value of such an input is a zero-stride view of
 one float (`expand`), which costs no memory whatever the weight's size.
-exporter/tflite_constants.py then turns those inputs back into constants, writing each
+exporter/tflite/constants.py then turns those inputs back into constants, writing each
 weight's (quantized) bytes from the checkpoint one block of rows at a time.
 
 Every other tensor of the module (norm scales, computed buffers such as RoPE's inv_freq) is

@@ -2,187 +2,76 @@
 signature per static shape, all signatures of a file sharing its weights, which are streamed
 from the checkpoint into the file (never held whole: the 12B converts in a few GB).
 
-The modules are the ONNX path's (DecoderLayers, DrafterStep, the embedders) in their
-fixed-cache form (components/fixed_cache_steps.py): one model definition, two writers.
+The graphs and their signatures come from the table of graphs (components/graphs.py): the
+ONNX path's modules in their fixed-cache form, one model definition for two writers.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from gemma_edge.artifact.errors import GemmaEdgeError
-from gemma_edge.artifact.manifest import GraphRole, GraphSpec, ModelSummary, SignatureSpec, TensorSpec, litert_cache_names
+from gemma_edge.artifact.graph_io import LiteRtIO
+from gemma_edge.artifact.manifest import GraphRole, GraphSpec, SignatureSpec, TensorSpec, is_litert_cache
 from gemma_edge.quantize.recipes import Recipe
 from gemma_edge.quantize.tflite_quantize import TfliteSchemes
-from gemma_edge.runtime.litert_signatures import (
-    DECODE,
-    DEFAULT_ATTENTION_SPANS,
-    DRAFTER,
-    VERIFY,
-    audio_signature,
-    decode_embedder_signature,
-    prefill_embedder_signature,
-    prefill_signature,
-    span_signature,
-    vision_signature,
-)
 from gemma_edge.runtime.native_output import quiet_native_output
 
-from ..checkpoint.layout import cache_layers, store_layers
 from ..checkpoint.lazy_weights import WeightSources
-from ..checkpoint.loading import Checkpoint
-from ..components.decoder_step import DecoderLayers
-from ..components.drafter_step import DrafterStep, drafter_cache_types
-from ..components.embedders import AudioEmbedder, VisionEmbedder
-from ..components.fixed_cache_steps import FixedCacheDecoder, FixedCacheDrafter, LiteRtTokenEmbedder
+from ..components.graphs import ExportGraph
 from .constants import TensorWritten, write_with_constants
 from .weight_inputs import WeightsAsInputs, materialize_small_tensors, shape_only_sample, streamed_weights
 
-DEFAULT_PREFILL_LENGTHS = (8, 32, 128)
-DEFAULT_IMAGE_TOKEN_BUDGETS = (70, 140, 280)
-DEFAULT_AUDIO_FRAME_COUNTS = (50, 250, 750)  # 2 s, 10 s, 30 s of 16 kHz audio
+
+def signature_sample(signature: SignatureSpec, role: GraphRole) -> dict[str, torch.Tensor]:
+    """A signature's tracing inputs, in its spec's order: positions count up from 0, ids and
+    image positions are 0, other inputs are zeros. The K/V buffers and the decoder's mask
+    [1, 1, S, C] only show their shape (one zero viewed at every position): at a long context
+    they would be GBs per signature."""
+    sample = {}
+    for tensor in signature.inputs:
+        shape = tuple(int(size) for size in tensor.shape)
+        if tensor.name == LiteRtIO.INPUT_POS:
+            sample[tensor.name] = torch.arange(shape[-1], dtype=torch.int32)
+        elif tensor.dtype == "int32":
+            sample[tensor.name] = torch.zeros(shape, dtype=torch.int32)
+        elif is_litert_cache(tensor.name) or (role == GraphRole.DECODER and tensor.name == LiteRtIO.MASK):
+            sample[tensor.name] = shape_only_sample(*shape)
+        else:
+            sample[tensor.name] = torch.zeros(shape)
+    return sample
 
 
-@dataclass(frozen=True)
-class LiteRtShapes:
-    """The static shapes the TFLite graphs are traced for."""
+def _check_against_spec(path: Path, written: tuple[SignatureSpec, ...], spec: GraphSpec) -> None:
+    """The converted file must have exactly the signatures, names and shapes the spec table
+    asked for: the runtime and LiteRT-LM find tensors by these names."""
 
-    cache_capacity: int  # C: positions each K/V buffer holds (the context length)
-    verify_length: int  # K + 1 tokens per speculative verify
-    prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS
-    attention_spans: tuple[int, ...] = ()  # narrow decode / verify / drafter signatures (litert_signatures)
-    image_token_budgets: tuple[int, ...] = DEFAULT_IMAGE_TOKEN_BUDGETS
-    audio_frame_counts: tuple[int, ...] = DEFAULT_AUDIO_FRAME_COUNTS
+    def by_name(tensors: tuple[TensorSpec, ...]) -> dict[str, tuple[str, tuple[int | str, ...]]]:
+        return {tensor.name: (tensor.dtype, tuple(tensor.shape)) for tensor in tensors}
 
-
-def litert_shapes(summary: ModelSummary, verify_length: int, prefill_lengths: tuple[int, ...]) -> LiteRtShapes:
-    """The static shapes for a model: prefill lengths shorter than the context, plus one that
-    holds the largest image the context can take: an image's soft tokens attend to each other
-    both ways, so the runtime prefills each image in one call
-    (runtime/litert_signatures.plan_chunks_keeping_blocks)."""
-    context = summary.context_length
-    lengths = {length for length in prefill_lengths if length < context}
-    fitting_budgets = [budget for budget in DEFAULT_IMAGE_TOKEN_BUDGETS if budget < context]
-    if summary.vision_patch_dim is not None and fitting_budgets and max(lengths, default=0) < max(fitting_budgets):
-        lengths.add(max(fitting_budgets))
-    spans = tuple(span for span in DEFAULT_ATTENTION_SPANS if verify_length < span < context)
-    return LiteRtShapes(cache_capacity=context, verify_length=verify_length, prefill_lengths=tuple(sorted(lengths)), attention_spans=spans)
-
-
-@dataclass
-class LiteRtGraph:
-    name: str  # file stem; the manifest key is f"{name}_tflite"
-    role: GraphRole
-    module: nn.Module
-    samples: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # signature -> sample kwargs
-
-
-class _VisionSignature(nn.Module):
-    def __init__(self, embedder: VisionEmbedder):
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, pixel_values: torch.Tensor, image_position_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """pixel_values [1, N, 6912], image_position_ids [1, N, 2] i32 -> image_embeds [1, N, H]."""
-        return {"image_embeds": self.embedder(pixel_values, image_position_ids.long())}
-
-
-class _AudioSignature(nn.Module):
-    def __init__(self, embedder: AudioEmbedder):
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, audio_frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """audio_frames [1, N, 640] -> audio_embeds [1, N, H]."""
-        return {"audio_embeds": self.embedder(audio_frames)}
-
-
-def _caches(summary: ModelSummary, capacity: int, layers: list[int] | None = None) -> dict[str, torch.Tensor]:
-    caches = {}
-    for cache in summary.cache_layers:
-        if layers is not None and cache.layer not in layers:
-            continue
-        key, value = litert_cache_names(cache.layer)
-        caches[key] = shape_only_sample(1, cache.num_kv_heads, capacity, cache.head_dim)
-        caches[value] = shape_only_sample(1, cache.num_kv_heads, cache.head_dim, capacity)
-    return caches
-
-
-def _decoder_sample(summary: ModelSummary, length: int, capacity: int, span: int | None = None) -> dict[str, torch.Tensor]:
-    """A decoder signature's sample; `span`: a narrow signature's mask width (default C)."""
-    return {
-        "embeddings": torch.zeros(1, length, summary.hidden_size),
-        "input_pos": torch.arange(length, dtype=torch.int32),
-        "mask": shape_only_sample(1, 1, length, span or capacity),
-        **_caches(summary, capacity),
-    }
-
-
-def build_litert_graphs(
-    target: Checkpoint, drafter: Checkpoint | None, summary: ModelSummary, shapes: LiteRtShapes
-) -> list[LiteRtGraph]:
-    model = target.model
-    text_config = target.config.get_text_config()
-    capacity = shapes.cache_capacity
-    embedding = model.model.language_model.embed_tokens
-
-    token_embedder = LiteRtGraph("token_embedder", GraphRole.TOKEN_EMBEDDER, LiteRtTokenEmbedder(embedding))
-    token_embedder.samples[decode_embedder_signature()] = {"token_ids": torch.zeros(1, 1, dtype=torch.int32)}
-    for length in sorted({*shapes.prefill_lengths, shapes.verify_length}):
-        token_embedder.samples[prefill_embedder_signature(length)] = {"token_ids": torch.zeros(1, length, dtype=torch.int32)}
-
-    body = DecoderLayers(model, cache_layers(text_config), store_layers(text_config))
-    decoder = LiteRtGraph("decoder", GraphRole.DECODER, FixedCacheDecoder(body, summary.cache_layers))
-    for length in shapes.prefill_lengths:
-        decoder.samples[prefill_signature(length)] = _decoder_sample(summary, length, capacity)
-    decoder.samples[DECODE] = _decoder_sample(summary, 1, capacity)
-    decoder.samples[VERIFY] = _decoder_sample(summary, shapes.verify_length, capacity)
-    for span in shapes.attention_spans:
-        decoder.samples[span_signature(DECODE, span)] = _decoder_sample(summary, 1, capacity, span)
-        decoder.samples[span_signature(VERIFY, span)] = _decoder_sample(summary, shapes.verify_length, capacity, span)
-    graphs = [token_embedder, decoder]
-
-    if drafter is not None:
-        stores = store_layers(text_config)
-        step = DrafterStep(drafter.model)
-        read_layers = [stores[layer_type] for layer_type in drafter_cache_types(drafter.model)]
-        graph = LiteRtGraph("drafter", GraphRole.DRAFTER, FixedCacheDrafter(step, stores))
-        # LiteRT-LM runs the drafter's first signature (full capacity); the names are ours.
-        for span in (capacity, *shapes.attention_spans):
-            graph.samples[DRAFTER if span == capacity else span_signature(DRAFTER, span)] = {
-                "activations": torch.zeros(1, 1, 2 * summary.hidden_size),
-                "input_pos": torch.zeros(1, dtype=torch.int32),
-                "mask": torch.zeros(1, 1, 1, span),
-                **_caches(summary, capacity, read_layers),
-            }
-        graphs.append(graph)
-    if model.model.embed_vision is not None:
-        graph = LiteRtGraph("vision_embedder", GraphRole.VISION_EMBEDDER, _VisionSignature(VisionEmbedder(model.model.embed_vision)))
-        for budget in shapes.image_token_budgets:
-            graph.samples[vision_signature(budget)] = {
-                "pixel_values": torch.zeros(1, budget, summary.vision_patch_dim),
-                "image_position_ids": torch.zeros(1, budget, 2, dtype=torch.int32),
-            }
-        graphs.append(graph)
-    if model.model.embed_audio is not None:
-        graph = LiteRtGraph("audio_embedder", GraphRole.AUDIO_EMBEDDER, _AudioSignature(AudioEmbedder(model.model.embed_audio)))
-        for frames in shapes.audio_frame_counts:
-            graph.samples[audio_signature(frames)] = {"audio_frames": torch.zeros(1, frames, summary.audio_frame_size)}
-        graphs.append(graph)
-    return graphs
+    wanted = {signature.name: signature for signature in spec.signatures}
+    found = {signature.name: signature for signature in written}
+    if set(found) != set(wanted):
+        raise GemmaEdgeError(f"{path.name} has signatures {sorted(found)}, the graph table asked for {sorted(wanted)}")
+    for name, signature in wanted.items():
+        for side in ("inputs", "outputs"):
+            if by_name(getattr(found[name], side)) != by_name(getattr(signature, side)):
+                raise GemmaEdgeError(
+                    f"{path.name} signature {name} {side} {by_name(getattr(found[name], side))} differ from the graph "
+                    f"table's {by_name(getattr(signature, side))}"
+                )
 
 
 def write_tflite(
-    graph: LiteRtGraph, path: Path, sources: WeightSources, recipe: Recipe, progress: Callable[[int, int], TensorWritten] | None = None
+    graph: ExportGraph, path: Path, sources: WeightSources, recipe: Recipe, progress: Callable[[int, int], TensorWritten] | None = None
 ) -> GraphSpec:
-    """Trace every signature of `graph` with its weights as inputs (exporter/tflite_weight_inputs.py),
-    convert once, write the weights into the file from the checkpoint (exporter/tflite_constants.py),
+    """Trace every signature of `graph` with its weights as inputs (weight_inputs.py),
+    convert once, write the weights into the file from the checkpoint (constants.py),
     and describe the file as written. Memory: the graph and one block of weight rows."""
     with quiet_native_output():  # its native libraries log on import
         import litert_torch
@@ -197,9 +86,9 @@ def write_tflite(
     try:
         with torch.no_grad(), warnings.catch_warnings(), quiet_native_output():
             warnings.simplefilter("ignore")
-            for name, sample in graph.samples.items():
+            for signature in graph.spec.signatures:
                 target = litert_torch if converter is None else converter
-                converter = target.signature(name, module, sample_kwargs={**sample, **weight_samples})
+                converter = target.signature(signature.name, module, sample_kwargs={**signature_sample(signature, graph.role), **weight_samples})
             assert converter is not None
             converter.convert().export(str(traced))
         write_with_constants(
@@ -208,15 +97,10 @@ def write_tflite(
     finally:
         module.restore()
         traced.unlink(missing_ok=True)
-    return GraphSpec(
-        role=graph.role,
-        file=path.name,
-        format="tflite",
-        precision=recipe.name,
-        inputs=(),
-        outputs=(),
-        signatures=read_signatures(path),
-    )
+    # The manifest records the file as its interpreter reads it (tensor order and all).
+    written = read_signatures(path)
+    _check_against_spec(path, written, graph.spec)
+    return replace(graph.spec, file=path.name, format="tflite", precision=recipe.name, signatures=written)
 
 
 def read_signatures(path: Path) -> tuple[SignatureSpec, ...]:

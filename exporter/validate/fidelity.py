@@ -6,17 +6,20 @@ every quantized weight replaced by its dequantized value, read back from the exp
 themselves (MatMulNBits: packed 4- or 8-bit blocks with scales and zero points;
 GatherBlockQuantized / DequantizeLinear for the embedding table). What remains between the two
 is the int8 quantization of activations that accuracy_level 4 adds, which this reference does
-not emulate: on the trained reference model it is KL 5e-5 for int4 (against 7e-3 for the
-recipe's whole cost) and ~4e-4 for int8 and mixed, where it is most of the cost. The marks:
+not emulate: on the trained reference model it is a small part of an int4 recipe's whole
+cost and most of an int8 or mixed one's (benchmarks/README.md, "Figures behind code comments",
+"Validation marks"). The marks:
 KL <= 1e-3 (10x under the int8 quality bar) and top-1 >= 95% on the held-out sequences (the
 reference model's logits are flat enough that near-ties make top-1 the noisier of the two).
-TFLite graphs are not covered: their quantized tensors are not read back here.
+TFLite graphs are not covered: their quantized tensors are not read back here. `FidelityReport` is
+the report's `fidelity` block.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,29 @@ from .quality import SEQUENCE_TOKENS, SEQUENCES, heldout_sequences, kl_per_posit
 
 TOP1_AGREEMENT = 0.95
 KL_MEAN = 1e-3
+REFERENCE = "transformers with the graphs' dequantized weights"
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """The quantized ONNX decoder against the fake-quant reference on held-out text."""
+
+    positions: int
+    max_abs_diff: float
+    top1_agreement: float
+    kl_mean: float
+    passed: bool  # top-1 >= TOP1_AGREEMENT and KL <= KL_MEAN
+    reference: str = REFERENCE
+
+    def to_json(self) -> dict:
+        return {
+            "reference": self.reference,
+            "positions": self.positions,
+            "max_abs_diff": self.max_abs_diff,
+            "top1_agreement": self.top1_agreement,
+            "kl_mean": self.kl_mean,
+            "passed": self.passed,
+        }
 
 
 def _unpack_nibbles(packed: np.ndarray) -> np.ndarray:
@@ -91,7 +117,7 @@ def _module_path(name: str, scopes: str) -> str:
 
 def matmul_nbits_weights(node: onnx.NodeProto, initializers: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     """(module path, float weight [N, K]) of each module a MatMulNBits node multiplies by: one,
-    or the parts of a packed node in output order (exporter/packed_matmuls.py)."""
+    or the parts of a packed node in output order (exporter/onnx/packed_matmuls.py)."""
     metadata = {prop.key: prop.value for prop in node.metadata_props}
     weight = dequantize_matmul_nbits(node, initializers)
     parts = packed_parts(metadata) or [(node.name, metadata.get(SCOPES_KEY, ""), weight.shape[0])]
@@ -120,7 +146,7 @@ def fake_quant_reference(target: Checkpoint, folder: Path, graphs: dict[GraphRol
     return model.eval()
 
 
-def measure_fidelity(engine: Engine, target: Checkpoint) -> dict:
+def measure_fidelity(engine: Engine, target: Checkpoint) -> FidelityReport:
     """The ONNX graphs against the fake-quant reference on held-out text."""
     names = engine.manifest.graph_names("onnx")
     files = {role: engine.manifest.graphs[name].file for role, name in names.items()}
@@ -137,11 +163,10 @@ def measure_fidelity(engine: Engine, target: Checkpoint) -> dict:
         max_abs = max(max_abs, float(np.abs(logits - expected).max()))
         positions += len(ids)
     top1, kl_mean = agree / positions, kl_sum / positions
-    return {
-        "reference": "transformers with the graphs' dequantized weights",
-        "positions": positions,
-        "max_abs_diff": max_abs,
-        "top1_agreement": top1,
-        "kl_mean": kl_mean,
-        "passed": top1 >= TOP1_AGREEMENT and kl_mean <= KL_MEAN,
-    }
+    return FidelityReport(
+        positions=positions,
+        max_abs_diff=max_abs,
+        top1_agreement=top1,
+        kl_mean=kl_mean,
+        passed=top1 >= TOP1_AGREEMENT and kl_mean <= KL_MEAN,
+    )

@@ -1,7 +1,7 @@
 """`validate`'s spans case: the narrow TFLite signatures against transformers.
 
 A narrow decode, verify or drafter signature attends over the first L cache rows only, and the
-runtime runs it while every position of the call lies below L (runtime/litert_signatures.py).
+runtime runs it while every position of the call lies below L (runtime/litert_chunks.narrowest).
 The other cases reach the narrowest span at the start of a sequence and the wider ones only by
 chance, so this case runs each on purpose: for every width W (each span, then the capacity C)
 every decoder signature that has spans once with its last position at W - 1, and the drafter
@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 
 from gemma_edge.artifact.manifest import GraphRole
+from gemma_edge.artifact.signatures import DRAFTER
 from gemma_edge.runtime.engine import Engine
-from gemma_edge.runtime.litert_signatures import DRAFTER
 
 from ..checkpoint.loading import Checkpoint
 from .report import Comparison
@@ -38,10 +38,10 @@ def spans_case(
     """Each width's decoder signatures (and drafter signature, given `drafter_steps`) once; a
     no-op on onnxruntime and for graphs without spans."""
     model = engine.model
-    spans: dict[str, dict[int, str]] = getattr(model, "spans", {})
+    spans = model.spans
     if engine.model.backend.name != "litert" or not any(spans.values()):
         return
-    capacity: int = model.capacity
+    capacity = model.capacity
     widths = sorted({width for by_width in spans.values() for width in by_width} | {capacity})
     ids = (prompt_ids * (capacity // len(prompt_ids) + 1))[:capacity]  # C tokens of real text
     with torch.no_grad():

@@ -109,9 +109,16 @@ def drafter_kv_input(kind: str, layer_type: LayerType) -> str:
     return f"{kind}_{'sliding' if layer_type == LayerType.SLIDING else 'full'}"
 
 
+LITERT_CACHE_PREFIX = "kv_cache_"
+
+
 def litert_cache_names(layer: int) -> tuple[str, str]:
     """LiteRT-LM's names of layer `layer`'s K and V buffers (its MTP drafter binds them by name)."""
-    return f"kv_cache_k_{layer}", f"kv_cache_v_{layer}"
+    return f"{LITERT_CACHE_PREFIX}k_{layer}", f"{LITERT_CACHE_PREFIX}v_{layer}"
+
+
+def is_litert_cache(name: str) -> bool:
+    return name.startswith(LITERT_CACHE_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gemma_edge.runtime.litert_signatures import (
-    attention_spans,
-    decoder_lengths,
-    embedder_lengths,
-    narrowest,
-    plan_chunks,
-    span_signature,
-)
+from gemma_edge.artifact.signatures import attention_spans, decoder_lengths, embedder_lengths, span_signature
+from gemma_edge.runtime.litert_chunks import narrowest, plan_chunks
 
 SIZES = [1, 5, 8, 32, 128]
 
