@@ -20,6 +20,7 @@ from gemma_edge.runtime.engine import Engine, MediaFiles
 from gemma_edge.runtime.generate import GenerationConfig, generate
 
 from ..checkpoint.loading import Checkpoint
+from .per_backend import per_backend_json
 from .prompts import MULTIMODAL_PROMPT, VALIDATION_PROMPT, has_media_graphs, reference_greedy, reference_media_inputs
 
 GENERATION_TOKENS = 32
@@ -91,14 +92,7 @@ class GenerationReport:
         return all(result.passed for result in self.backends.values())
 
     def to_json(self) -> dict:
-        """The first backend's fields at the top (flags over every backend), then each backend."""
-        first = next(iter(self.backends.values()))
-        return {
-            **first.to_json(),
-            "greedy_match": self.greedy_match,
-            "passed": self.passed,
-            "backends": {backend: result.to_json() for backend, result in self.backends.items()},
-        }
+        return per_backend_json(self.backends, {"greedy_match": self.greedy_match, "passed": self.passed})
 
 
 def generation_check(engine: Engine, target: Checkpoint, exact: bool, media: MediaFiles | None = None) -> BackendGeneration:

@@ -24,6 +24,7 @@ from gemma_edge.runtime.generate import GenerationConfig
 
 from ..checkpoint.loading import Checkpoint
 from ..training.corpus import load_corpus
+from .per_backend import per_backend_json
 
 SEQUENCES = 4
 SEQUENCE_TOKENS = 128
@@ -95,13 +96,7 @@ class QualityReport:
         return all(result.passed for result in self.backends.values())
 
     def to_json(self) -> dict:
-        """The first backend's fields at the top (`passed` over every backend), then each backend."""
-        first = next(iter(self.backends.values()))
-        return {
-            **first.to_json(),
-            "passed": self.passed,
-            "backends": {backend: result.to_json() for backend, result in self.backends.items()},
-        }
+        return per_backend_json(self.backends, {"passed": self.passed})
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
