@@ -22,7 +22,9 @@ from .checkpoint.loading import Checkpoint, load_drafter, load_target
 from .components.graph_specs import DEFAULT_PREFILL_LENGTHS, LiteRtShapes, finalize, litert_shapes
 from .components.graphs import build_graphs, build_litert_graphs
 from .components.norms import use_fusable_norms
+from .disk_space import check_free_space, disk_error, export_bytes
 from .onnx.writer import write_onnx
+from .output_lock import hold_output
 from .progress import StageProgress
 from .staging import clear_leftovers, move_into_place, staging_folder
 from .target_plan import apply_target
@@ -48,6 +50,7 @@ class ExportOptions:
     context_length: int | None = None
     prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS  # TFLite prefill signatures
     force: bool = False
+    wait: bool = False  # another export holds out's lock: wait for it rather than refuse
     show_progress: bool = True
 
 
@@ -94,7 +97,17 @@ def export(options: ExportOptions) -> Manifest:
         plan = choice.plan
     recipe = get_recipe(options.precision)
     _check_output(options, recipe)
+    waiting_note = StageProgress(total=0, enabled=options.show_progress).note
+    with hold_output(options.out, "export", options.wait, waiting_note):
+        _check_output(options, recipe)  # again under the lock: an export waited for may have written out
+        return _export_locked(options, recipe, plan, use_builtin, checkpoint_dir, drafter_dir)
 
+
+def _export_locked(
+    options: ExportOptions, recipe: Recipe, plan: dict, use_builtin: bool, checkpoint_dir: Path, drafter_dir: Path | None
+) -> Manifest:
+    """The export proper, run holding the lock of options.out (output_lock.py) until the
+    folder is in place."""
     formats = _formats(options)
     progress = StageProgress(total=3 + len(formats) + ("tflite" in formats), enabled=options.show_progress)
     with progress.stage(f"Reading {'the built-in reference model' if use_builtin else checkpoint_dir} (shapes only)"):
@@ -102,7 +115,7 @@ def export(options: ExportOptions) -> Manifest:
         target, drafter = _load(checkpoint_dir, drafter_dir, weights=False)
         summary = model_summary(target.config, _context_length(target, options.context_length))
 
-    options.out.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(options.out, export_bytes(checkpoint_dir, drafter_dir, recipe, summary.context_length, formats, plan))
     for leftover in clear_leftovers(options.out):
         progress.note(f"removed {leftover}, left by an export that was interrupted")
     staging = staging_folder(options.out)
@@ -146,10 +159,13 @@ def export(options: ExportOptions) -> Manifest:
             )
             (staging / MANIFEST_NAME).write_text(manifest.to_json())
         with progress.stage(f"Moving into place at {options.out}"):
-            move_into_place(staging, options.out)
-    except BaseException:
+            move_into_place(staging, options.out, options.force)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        full = disk_error(error, options.out, staging)
+        if full is None:
+            raise
+        raise full from error
     return manifest
 
 
@@ -200,7 +216,8 @@ def _write_tflite_graphs(
         for graph in converted:
             file = f"{graph.name}.tflite"
             tensor_progress = partial(progress.tensor_progress, file)
-            graphs[f"{graph.name}_tflite"] = write_tflite(graph, folder / file, sources, recipe, tensor_progress)
+            phase = partial(progress.phase, file)
+            graphs[f"{graph.name}_tflite"] = write_tflite(graph, folder / file, sources, recipe, tensor_progress, phase)
     return graphs
 
 

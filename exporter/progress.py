@@ -29,6 +29,17 @@ class StageProgress:
             self.stream.write(f"note: {text}\n")
             self.stream.flush()
 
+    def phase(self, label: str, text: str) -> None:
+        """What one file of a stage is doing now, e.g. "decoder.tflite: converting". On a
+        terminal it replaces the line before it (the previous file's last tensor line would
+        otherwise stay up, ETA 0s, through the next file's silent trace and conversion);
+        elsewhere it is a line of its own, so a log shows which step a long stage is in."""
+        if not self.enabled:
+            return
+        line = f"    {label}: {text}"
+        self.stream.write(f"{ERASE_LINE}{line}" if self.live else f"{line}\n")
+        self.stream.flush()
+
     def tensor_progress(self, label: str, total_bytes: int, total_tensors: int) -> Callable[[object, object], None]:
         """A callback for onnx_ir's save, called before each tensor is written: a live line with
         the bytes written and an ETA on a terminal, a line per tenth elsewhere (a 12B graph

@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gemma_edge.artifact.errors import GemmaEdgeError
+
+if TYPE_CHECKING:
+    from gemma_edge.artifact.manifest import Manifest
 
 EXIT_INVALID = 2
 EXIT_VALIDATION_FAILED = 1
 
 ExistingDir = click.Path(path_type=Path, file_okay=False)
 OutputFile = click.Path(path_type=Path, dir_okay=False, writable=True)
+# A report file of run/validate: checked by _check_output_file (one-line errors, before any work),
+# not by click, whose refusals are multi-line usage messages; "-" means stdout.
+ReportFile = click.Path(path_type=Path, allow_dash=True)
+STDIO = "-"
 
 
 def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,6 +68,109 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     return values
 
 
+def _is_stdio(path: Path | None) -> bool:
+    return path is not None and str(path) == STDIO
+
+
+def _check_output_file(path: Path | None, option: str) -> None:
+    """Refuse a report path that cannot be written before any work starts: found only at the
+    end, the failure would throw the finished work away. Nothing is created or truncated here."""
+    if path is None or _is_stdio(path):
+        return
+    if path.is_dir():
+        raise GemmaEdgeError(f"{option} {path} is a folder; pass a file path, or - for stdout")
+    folder = path.parent
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise GemmaEdgeError(f"{option} {path}: the folder {folder} {problem}; create it or choose another path")
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(folder, os.W_OK | os.X_OK)
+    if not writable:
+        raise GemmaEdgeError(f"{option} {path} is not writable; choose another path, or - for stdout")
+
+
+def _write_output_file(path: Path, text: str, option: str) -> None:
+    """Write a report to `path` (stdout for "-"); a failed write is one line naming the path."""
+    if _is_stdio(path):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise GemmaEdgeError(f"could not write {option} {path} ({error.strerror or error}); choose another path, or - for stdout") from None
+
+
+def _check_artifact_folder(artifacts: Path) -> Manifest:
+    """The folder and its manifest, read without hashing the graphs: a mistyped folder is
+    refused before the heavy imports (the engine and the validator verify every file)."""
+    from gemma_edge.artifact.manifest import load_manifest
+
+    return load_manifest(artifacts, verify=False)
+
+
+def _check_input_files(paths: tuple[Path, ...], option: str) -> None:
+    for path in paths:
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise GemmaEdgeError(f"{option} {path} {what}; pass an existing file")
+
+
+def _check_export_arguments(out: Path, quant: str | None, device: str | None, prefill_lengths: str, force: bool) -> None:
+    """What export can refuse from its arguments alone, before torch is imported. The
+    exporter checks them again (and the output folder once more under its lock)."""
+    from gemma_edge.quantize.recipes import get_recipe
+    from gemma_edge.targets import get_profile
+
+    if quant is not None:
+        get_recipe(quant)
+    if device is not None:
+        get_profile(device)
+    if any(length < 2 for length in _int_list(prefill_lengths, "--prefill-lengths")):
+        raise GemmaEdgeError("--prefill-lengths must all be at least 2 (single tokens use the decode signature)")
+    if out.exists() and not force:
+        raise GemmaEdgeError(f"{out} already exists; choose another --out or pass --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise GemmaEdgeError(f"{out} exists and is not a folder; choose another --out")
+
+
+def _read_prompt(prompt: str | None, prompt_file: Path | None) -> str:
+    """--prompt TEXT, or the text of --prompt-file F; "-" for either reads stdin. Text read
+    from stdin or a file is used as is (a trailing newline included), but not when empty."""
+    if (prompt is None) == (prompt_file is None):
+        raise GemmaEdgeError("pass exactly one of --prompt TEXT and --prompt-file FILE (- reads stdin for either)")
+    if prompt is not None and prompt != STDIO:
+        return prompt
+    if prompt_file is not None and not _is_stdio(prompt_file):
+        source = f"--prompt-file {prompt_file}"
+        if not prompt_file.is_file():
+            raise GemmaEdgeError(f"{source} {'is a folder' if prompt_file.is_dir() else 'does not exist'}; pass a text file, or - for stdin")
+        try:
+            text = prompt_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise GemmaEdgeError(f"{source} is not UTF-8 text; convert it, e.g. with iconv -t utf-8") from None
+        except OSError as error:
+            raise GemmaEdgeError(f"could not read {source} ({error.strerror or error})") from None
+    else:
+        source = "the prompt read from stdin"
+        try:
+            # bytes, decoded as UTF-8 whatever the locale says, like --prompt-file
+            stdin = getattr(sys.stdin, "buffer", None)
+            text = stdin.read().decode("utf-8") if stdin is not None else sys.stdin.read()
+        except UnicodeDecodeError:
+            raise GemmaEdgeError("the prompt read from stdin is not UTF-8 text; convert it, e.g. with iconv -t utf-8") from None
+    if not text.strip():
+        raise GemmaEdgeError(f"{source} is empty; give it the text to continue, or pass --prompt TEXT")
+    return text
+
+
+def _context_note(new_tokens: int, requested: int, prefill_tokens: int, context: int) -> str:
+    return (
+        f"note: stopped at the context limit after {new_tokens} of {requested} requested tokens "
+        f"(the prompt fills {prefill_tokens} of {context} positions); re-export with a larger "
+        "--context-length or shorten the prompt"
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gemma-edge")
 def main() -> None:
@@ -84,6 +195,7 @@ def main() -> None:
 @click.option("--target", "device", help="Device profile (`gemma-edge targets` lists them): picks recipe, format and context from its memory plan.")
 @click.option("--context-length", type=click.IntRange(min=2), help="Longest prompt+generation the artifacts accept [default: model limit, at most 8192].")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
+@click.option("--wait", is_flag=True, help="If another export is writing --out, wait for it to finish instead of refusing.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "json_output", is_flag=True, help="Print the written manifest as JSON on stdout.")
 @_one_line_errors
@@ -97,6 +209,7 @@ def export(
     device: str | None,
     context_length: int | None,
     force: bool,
+    wait: bool,
     quiet: bool,
     json_output: bool,
 ) -> None:
@@ -104,6 +217,7 @@ def export(
     model) into ONNX and/or TFLite graphs and write a self-describing artifact folder at --out.
 
     The folder appears only when complete; an existing one is kept unless --force."""
+    _check_export_arguments(out, quant, device, prefill_lengths, force)  # before torch's imports
     from gemma_edge.exporter.quiet_logs import quiet_export_logs
 
     quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
@@ -122,6 +236,7 @@ def export(
             target=device,
             context_length=context_length,
             force=force,
+            wait=wait,
             show_progress=not quiet,
         )
     )
@@ -142,25 +257,37 @@ def export(
 
 @main.command()
 @click.argument("artifacts", type=ExistingDir)
-@click.option("--json", "json_file", type=OutputFile, help="Write the full report as JSON to this file.")
+@click.option(
+    "--json",
+    "json_file",
+    type=ReportFile,
+    help="Write the full report as JSON to this file (checked before validation starts). `-`: the JSON on stdout, the table on stderr.",
+)
 @click.option("--checkpoint", type=ExistingDir, help="Reference checkpoint, if it moved since export.")
 @click.option("--drafter", type=ExistingDir, help="Reference drafter, if it moved since export.")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr (the report is unchanged).")
 @_one_line_errors
-def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, drafter: Path | None) -> None:
+def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, drafter: Path | None, quiet: bool) -> None:
     """Check every graph in ARTIFACTS against the transformers reference.
 
     Exit status 0 only when every graph meets its thresholds and greedy generation
-    matches transformers' generate()."""
+    matches transformers' generate(); 1 when a check fails; 2 when the arguments are
+    refused, or the --json file could not be written (the table is printed first)."""
+    # Everything the arguments alone can refuse, before the exporter's imports (torch).
+    _check_artifact_folder(artifacts)
+    for option, folder in (("--checkpoint", checkpoint), ("--drafter", drafter)):
+        if folder is not None and not folder.is_dir():
+            raise GemmaEdgeError(f"{option} {folder} is not a folder; pass the checkpoint folder, or leave it out to use the one recorded at export")
+    _check_output_file(json_file, "--json")
+    # With --json -, stdout carries the JSON document alone, so it parses as is.
+    echo = functools.partial(click.echo, err=_is_stdio(json_file))
     from gemma_edge.exporter.quiet_logs import quiet_export_logs
 
     quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
     from gemma_edge.exporter.validate.validate import validate as run_validate
-    from gemma_edge.exporter.validate.validate import write_report
 
-    report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter)
-    if json_file is not None:
-        write_report(report, json_file)
-    click.echo(f"{'graph':<24}{'format':<8}{'precision':<14}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
+    report = run_validate(artifacts, checkpoint=checkpoint, drafter=drafter, show_progress=not quiet)
+    echo(f"{'graph':<24}{'format':<8}{'precision':<14}{'max|diff|':>11}{'top-1':>8}{'KL':>11}  result")
     for name, graph in report.graphs.items():
         top1 = "-" if graph.top1_agreement is None else f"{graph.top1_agreement:.2%}"
         kl = "-" if graph.kl_mean is None else f"{graph.kl_mean:.2e}"
@@ -170,9 +297,9 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
         elif graph.signatures_checked:
             count = len(graph.signatures_checked)
             verdict += f" ({count} signature{'s' if count > 1 else ''})"
-        click.echo(f"{name:<24}{graph.format:<8}{graph.precision:<14}{graph.max_abs_diff:>11.2e}{top1:>8}{kl:>11}  {verdict}")
+        echo(f"{name:<24}{graph.format:<8}{graph.precision:<14}{graph.max_abs_diff:>11.2e}{top1:>8}{kl:>11}  {verdict}")
         for error in graph.shape_errors:
-            click.echo(f"  {name}: {error}")
+            echo(f"  {name}: {error}")
     for backend, generation in report.generation.backends.items():
         for prompt, result in (("text", generation.text), ("image+audio", generation.multimodal)):
             if result is None:
@@ -183,35 +310,42 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
             )
             if result.speculative_equals_plain is not None:
                 line += f"; speculative == plain: {'yes' if result.speculative_equals_plain else 'NO'}"
-            click.echo(line + ("" if result.passed else "  FAIL"))
+            echo(line + ("" if result.passed else "  FAIL"))
     for backend, quality in report.quality.backends.items():
         acceptance = "-" if quality.acceptance_rate is None else f"{quality.acceptance_rate:.3f}"
-        click.echo(
+        echo(
             f"held-out text on {backend} ({quality.positions} positions): top-1 {quality.top1_agreement:.2%}, "
             f"KL {quality.kl_mean:.2e}, perplexity {quality.perplexity_reference:.3f} -> {quality.perplexity:.3f}, "
             f"drafter acceptance {acceptance}  {'pass' if quality.passed else 'FAIL'}"
         )
     fidelity = report.fidelity
     if fidelity is not None:
-        click.echo(
+        echo(
             f"onnx graphs vs a fake-quant reference ({fidelity.positions} positions): top-1 {fidelity.top1_agreement:.2%}, "
             f"KL {fidelity.kl_mean:.2e}  {'pass' if fidelity.passed else 'FAIL'}"
         )
-    click.echo("passed" if report.passed else "FAILED")
+    echo("passed" if report.passed else "FAILED")
+    if json_file is not None:
+        _write_output_file(json_file, json.dumps(report.to_json(), indent=2) + "\n", "--json")
     if not report.passed:
         sys.exit(EXIT_VALIDATION_FAILED)
 
 
 @main.command()
 @click.argument("artifacts", type=ExistingDir)
-@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--prompt", help="Text to continue; `-` reads it from stdin (as --prompt-file -). Exactly one of --prompt and --prompt-file.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Read the prompt from this UTF-8 file (`-`: stdin), as is, a final newline included; an empty or blank one is refused.",
+)
 @click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
 @click.option("--top-k", default=0, show_default=True, type=click.IntRange(min=0), help="0 = no top-k cut.")
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(min=0.0, max=1.0, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling (and speculative acceptance).")
 @click.option("--no-speculative", is_flag=True, help="Plain decoding, no MTP drafter.")
-@click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step, fixed [default: greedy decoding chooses it per step from measured costs and acceptance, up to the drafter's num_assistant_tokens; sampling uses that number].")
+@click.option("--draft-tokens", type=click.IntRange(min=1), help="Drafts per verify step, fixed, at most the drafter's num_assistant_tokens (manifest.json) [default: greedy decoding chooses it per step from measured costs and acceptance, up to that number; sampling uses that number].")
 @click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "litert"]), help="onnxruntime runs the .onnx graphs, litert the .tflite ones (ai-edge-litert).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every graph [default: a model of hidden size below 512 decodes on 1 thread (its ops are too small to split) and prefills on all available; a larger one uses all available throughout].")
 @click.option("--huge-pages/--no-huge-pages", default=True, show_default=True, help="Move onnxruntime's weights to transparent huge pages once loaded (Linux, THP mode madvise or always): faster decoding, a longer load. No effect on LiteRT.")
@@ -219,12 +353,17 @@ def validate(artifacts: Path, json_file: Path | None, checkpoint: Path | None, d
 @click.option("--audio", "audio", multiple=True, type=click.Path(path_type=Path), help="WAV file, any rate and channel count, at most 30 s (repeatable); placed at each <audio>, or before the prompt.")
 @click.option("--image-tokens", default=280, show_default=True, type=click.Choice(["70", "140", "280", "560", "1120"]), help="Soft tokens per image (more = finer detail, longer prefill).")
 @click.option("--split-audio", is_flag=True, help="Feed audio longer than 30 s as consecutive 30 s clips instead of refusing it.")
-@click.option("--stats-json", type=OutputFile, help="Write generation statistics as JSON to this file.")
-@click.option("--quiet", is_flag=True, help="Print only the generated text.")
+@click.option(
+    "--stats-json",
+    type=ReportFile,
+    help="Write generation statistics as JSON to this file (checked before the model loads). `-`: the JSON on stdout, the generated text streamed to stderr.",
+)
+@click.option("--quiet", is_flag=True, help="Print only the generated text: no summary line and no notes (stop_reason in --stats-json still says when the context cut it short).")
 @_one_line_errors
 def run(
     artifacts: Path,
-    prompt: str,
+    prompt: str | None,
+    prompt_file: Path | None,
     max_new_tokens: int,
     temperature: float,
     top_k: int,
@@ -246,7 +385,29 @@ def run(
     stdout. MTP speculative decoding is on when the artifacts include a drafter.
 
     Images and sound files go where the prompt says <image> and <audio>, e.g.
-    --prompt "Describe <image> and <audio>" --image a.png --audio b.wav."""
+    --prompt "Describe <image> and <audio>" --image a.png --audio b.wav.
+
+    When the context fills before --max-new-tokens, a note on stderr says how many tokens
+    were generated (not with --quiet; stop_reason "context" in --stats-json either way)."""
+    # Everything the arguments alone can refuse, before the runtime's imports and the load.
+    if (prompt is None) == (prompt_file is None):
+        raise GemmaEdgeError("pass exactly one of --prompt TEXT and --prompt-file FILE (- reads stdin for either)")
+    manifest = _check_artifact_folder(artifacts)
+    drafter = manifest.drafter
+    if draft_tokens is not None and not no_speculative and drafter is not None and draft_tokens > drafter.num_assistant_tokens:
+        # The drafter was trained to propose this many, and the TFLite verify signature holds
+        # that many drafts; more would only be split into slower calls.
+        raise GemmaEdgeError(
+            f"--draft-tokens {draft_tokens} is more than this drafter's maximum of {drafter.num_assistant_tokens} "
+            f"(num_assistant_tokens in manifest.json); pass 1 to {drafter.num_assistant_tokens}, or leave it out"
+        )
+    _check_input_files(images, "--image")
+    _check_input_files(audio, "--audio")
+    _check_output_file(stats_json, "--stats-json")
+    text = _read_prompt(prompt, prompt_file)
+    # With --stats-json -, stdout carries the JSON document alone, so it parses as is.
+    text_stream = sys.stderr if _is_stdio(stats_json) else sys.stdout
+
     from gemma_edge.runtime.engine import Engine, MediaFiles
     from gemma_edge.runtime.generate import GenerationConfig
     from gemma_edge.runtime.sampling import SamplingConfig
@@ -262,16 +423,17 @@ def run(
         draft_tokens=draft_tokens,
     )
 
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    def write(piece: str) -> None:
+        text_stream.write(piece)
+        text_stream.flush()
 
     media = MediaFiles(images=images, audio=audio, image_tokens=int(image_tokens), split_audio=split_audio)
-    result = engine.run(prompt, config, on_text=write, media=media)
-    sys.stdout.write("\n")
+    result = engine.run(text, config, on_text=write, media=media)
+    text_stream.write("\n")
+    text_stream.flush()
     stats = result.stats()
-    if stats_json is not None:
-        stats_json.write_text(json.dumps(stats, indent=2) + "\n")
+    if stats["stop_reason"] == "context" and not quiet:
+        click.echo(_context_note(stats["new_tokens"], max_new_tokens, stats["prefill_tokens"], engine.manifest.model.context_length), err=True)
     if not quiet:
         line = f"[{stats['new_tokens']} tokens, prefill {stats['prefill_tokens_per_second'] or 0:.1f} tok/s"
         if stats["decode_tokens_per_second"] is not None:
@@ -285,6 +447,8 @@ def run(
         if stats["image_tokens"] or stats["audio_tokens"]:
             line += f", {stats['image_tokens']} image + {stats['audio_tokens']} audio tokens, first token after {stats['time_to_first_token_seconds']:.2f} s"
         click.echo(line + f", {stats['backend']}]", err=True)
+    if stats_json is not None:  # last: a failed write is the final line, after the summary
+        _write_output_file(stats_json, json.dumps(stats, indent=2) + "\n", "--stats-json")
 
 
 @main.command("realign-drafter")
@@ -294,9 +458,12 @@ def run(
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the re-aligned drafter.")
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Training steps.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--wait", is_flag=True, help="If another command is writing --out, wait for it to finish instead of refusing.")
 @click.option("--json", "json_file", type=OutputFile, help="Write the before/after report as JSON.")
 @_one_line_errors
-def realign_drafter(target: Path, drafter: Path, texts: tuple[Path, ...], out: Path, steps: int, force: bool, json_file: Path | None) -> None:
+def realign_drafter(
+    target: Path, drafter: Path, texts: tuple[Path, ...], out: Path, steps: int, force: bool, wait: bool, json_file: Path | None
+) -> None:
     """Re-train DRAFTER on TARGET's own predictions over --text (self-distillation), so a
     fine-tuned or quantized target gets its speculative speed-up back. Prints the drafter's
     agreement with the target per draft position before and after."""
@@ -308,7 +475,9 @@ def realign_drafter(target: Path, drafter: Path, texts: tuple[Path, ...], out: P
     from gemma_edge.exporter.training.realign import realign_drafter as run_realign
     from gemma_edge.exporter.training.target_lm import ConsoleProgress
 
-    result = run_realign(target, drafter, list(texts), out, DrafterTraining(steps=steps), force=force, progress=ConsoleProgress("realign"))
+    result = run_realign(
+        target, drafter, list(texts), out, DrafterTraining(steps=steps), force=force, progress=ConsoleProgress("realign"), wait=wait
+    )
     click.echo(f"{'draft position':<16}{'before':>8}{'after':>8}")
     for position, (before, after) in enumerate(zip(result.agreement_before, result.agreement_after), start=1):
         click.echo(f"{position:<16}{before:>8.2f}{after:>8.2f}")

@@ -20,6 +20,7 @@ from .images import DEFAULT_IMAGE_TOKENS, read_image
 from .litert_model import LiteRtModel
 from .media_prompt import MediaPrompt, Modality, assemble_prompt, merge_embeddings
 from .model import OnnxModel, RuntimeModel
+from .tokenizer_file import load_tokenizer
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -124,11 +125,9 @@ def open_model(
 
 class Engine:
     def __init__(self, folder: Path, backend: str = "onnxruntime", threads: int | None = None, huge_pages: bool = True):
-        from tokenizers import Tokenizer
-
         self.folder = folder
         self.manifest: Manifest = load_manifest(folder)  # verifies every checksum before any session exists
-        self.tokenizer = Tokenizer.from_file(str(folder / self.manifest.tokenizer))
+        self.tokenizer = load_tokenizer(folder / self.manifest.tokenizer)  # one `error:` line for a broken file
         self.model = open_model(backend, folder, self.manifest, threads, huge_pages)
 
     def encode(self, prompt: str) -> list[int]:

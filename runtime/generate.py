@@ -89,10 +89,13 @@ class GenerationResult:
 class _Emitter:
     """Collects emitted tokens; stops at EOS or the token budget."""
 
-    def __init__(self, eos: tuple[int, ...], budget: int, on_tokens: TokenCallback | None):
+    def __init__(self, eos: tuple[int, ...], budget: int, on_tokens: TokenCallback | None, budget_reason: StopReason = StopReason.LENGTH):
         self.tokens: list[int] = []
         self.eos = set(eos)
         self.budget = budget
+        # What spending the budget means: CONTEXT when the context, not --max-new-tokens, set it,
+        # so a cut-short output is never reported as the requested length.
+        self.budget_reason = budget_reason
         self.on_tokens = on_tokens
         self.stop_reason: StopReason | None = None  # None while generating
 
@@ -105,7 +108,7 @@ class _Emitter:
             if token in self.eos:
                 self.stop_reason = StopReason.EOS
             elif len(self.tokens) + len(accepted) >= self.budget:
-                self.stop_reason = StopReason.LENGTH
+                self.stop_reason = self.budget_reason
         self.tokens.extend(accepted)
         if accepted and self.on_tokens is not None:
             self.on_tokens(accepted)
@@ -132,11 +135,12 @@ def generate(
     # fixed, because its random stream (and so a seeded run) depends on K.
     schedule = _draft_schedule(model, max_drafts) if speculative and config.draft_tokens is None and config.sampling.greedy else None
     rng = np.random.default_rng(config.seed)
-    emitter = _Emitter(model.manifest.tokens.eos, budget, on_tokens)
+    budget_reason = StopReason.CONTEXT if budget < config.max_new_tokens else StopReason.LENGTH
+    emitter = _Emitter(model.manifest.tokens.eos, budget, on_tokens, budget_reason)
     draft_tokens = max_drafts if speculative else None
     result = GenerationResult([], prefill_tokens, 0.0, 0.0, speculative, draft_tokens, adaptive_drafts=schedule is not None)
     if budget == 0:
-        result.stop_reason = StopReason.CONTEXT
+        result.stop_reason = budget_reason
         return result
 
     cache = model.new_cache()

@@ -16,6 +16,7 @@ patches_merge produce (tests/test_images.py checks this against their source).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 IMAGE_TOKEN_BUDGETS = (70, 140, 280, 560, 1120)  # soft tokens per image Gemma 4 was trained with
 DEFAULT_IMAGE_TOKENS = 280
 CHANNELS = 3
+# The most pixels decoded: Pillow's default decompression-bomb threshold (a 0.25 GiB RGB image),
+# as our own constant so that a program changing Image.MAX_IMAGE_PIXELS does not move it. The
+# largest budget keeps 1120 * 48 * 48 pixels, so nothing near this is needed.
+MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -52,13 +57,18 @@ def _pillow() -> tuple[Any, Any]:
     return Image, ImageOps
 
 
-def _declared_pixels(path: Path) -> str:
+def _too_large(path: Path, size: str) -> GemmaEdgeError:
+    return GemmaEdgeError(f"{path} declares {size} pixels, more than the {MAX_PIXELS} this reader decodes; scale it down first")
+
+
+def _declared_size(path: Path) -> str:
+    """'W x H = N' from the header alone, for the message when Pillow refused to open the file."""
     Image, _ = _pillow()
     limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = None  # read the header only, to name the size in the message
         with Image.open(path) as opened:
-            return str(opened.width * opened.height)
+            return f"{opened.width}x{opened.height} = {opened.width * opened.height}"
     except Exception:  # noqa: BLE001 - only for the message
         return "too many"
     finally:
@@ -74,13 +84,19 @@ def load_image(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise GemmaEdgeError(f"image {path} is empty; pass a PNG or JPEG file")
     try:
-        with Image.open(path) as opened:
+        with warnings.catch_warnings():
+            # Pillow warns (on stderr) about sizes between its threshold and twice it, and
+            # decodes them; the check below refuses those from the header instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)  # lazy: reads the header, allocates no pixels
+        with opened:
+            width, height = opened.size
+            if width * height > MAX_PIXELS:
+                raise _too_large(path, f"{width}x{height} = {width * height}")
             opened.load()  # decode now: a truncated file fails here, not later
             image = ImageOps.exif_transpose(opened)
-    except Image.DecompressionBombError:  # Pillow's guard against huge images, checked on the header
-        raise GemmaEdgeError(
-            f"{path} declares {_declared_pixels(path)} pixels, more than Pillow will decode; scale it down first"
-        ) from None
+    except Image.DecompressionBombError:  # Pillow's own guard (twice its threshold), raised by open
+        raise _too_large(path, _declared_size(path)) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports bad data as any of these
         raise GemmaEdgeError(f"{path} is not a readable image ({error}); pass a PNG or JPEG file") from None
     return to_rgb(image)

@@ -6,9 +6,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from click.testing import CliRunner, Result
 
+from gemma_edge.artifact.manifest import (
+    MANIFEST_NAME,
+    CacheLayer,
+    DrafterSummary,
+    LayerType,
+    Manifest,
+    ModelSummary,
+    TokenIds,
+    load_manifest,
+    sha256_of,
+)
 from gemma_edge.cli import main
 
 
@@ -50,3 +60,30 @@ def random_feeds(session: object) -> dict[str, np.ndarray]:
         else:
             feeds[spec.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
+
+
+def write_fake_artifacts(folder: Path, context: int = 32, drafts: int = 4) -> Path:
+    """A folder with a valid manifest.json and no graphs: enough for every check that
+    happens before the engine loads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_text("{}")  # listed with its sha256, as the reader requires
+    manifest = Manifest(
+        model=ModelSummary(
+            vocab_size=8,
+            hidden_size=2,
+            num_layers=1,
+            sliding_window=16,
+            context_length=context,
+            final_logit_softcapping=None,
+            cache_layers=(CacheLayer(0, LayerType.FULL, 1, 2),),
+            store_layers={LayerType.FULL.value: 0},
+        ),
+        tokens=TokenIds(bos=1, eos=(0,), pad=2),
+        graphs={},
+        tokenizer="tokenizer.json",
+        files={"tokenizer.json": sha256_of(folder / "tokenizer.json")},
+        drafter=DrafterSummary(num_assistant_tokens=drafts, sliding_window=16),
+    )
+    (folder / MANIFEST_NAME).write_text(manifest.to_json())
+    load_manifest(folder, verify=False)  # the fake must pass the real reader
+    return folder

@@ -13,7 +13,14 @@ import pytest
 from gemma_edge.runtime import huge_pages
 from gemma_edge.runtime.engine import Engine
 from gemma_edge.runtime.generate import GenerationConfig
-from gemma_edge.runtime.huge_pages import HUGE_PAGE, HugePageReport, anonymous_ranges, load_with_huge_pages, new_ranges, whole_huge_pages
+from gemma_edge.runtime.huge_pages import (
+    HUGE_PAGE,
+    HugePageReport,
+    anonymous_ranges,
+    load_with_huge_pages,
+    new_ranges,
+    whole_huge_pages,
+)
 
 LINUX_WITH_THP = sys.platform.startswith("linux") and huge_pages.thp_allowed()
 MIB = 1 << 20

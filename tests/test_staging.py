@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gemma_edge.exporter.staging import clear_leftovers, move_into_place, staging_folder
 from helpers import invoke
+
+from gemma_edge.exporter.staging import clear_leftovers, move_into_place, staging_folder
 
 
 def dead_pid() -> int:
@@ -44,7 +45,7 @@ def test_staging_then_move_into_place_replaces_the_folder_whole(tmp_path: Path) 
     staging = staging_folder(out)
     assert staging.parent == tmp_path and staging.name.startswith(".artifacts.partial-") and not any(staging.iterdir())
     (staging / "new.txt").write_text("new")
-    move_into_place(staging, out)
+    move_into_place(staging, out, force=True)  # without force an existing out is refused (test_output_lock.py)
     assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["artifacts"]  # no staging or replaced folder left
 

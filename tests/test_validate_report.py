@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import invoke
+from helpers import invoke, write_fake_artifacts
 
 from gemma_edge.artifact.manifest import GraphRole, GraphSpec
 from gemma_edge.exporter.validate import validate as validate_module
@@ -134,7 +134,7 @@ def test_the_console_reports_every_shape_error_and_fails(monkeypatch: pytest.Mon
     failing = comparison.report(_manifest(decoder=GraphRole.DECODER), "decoder", FP32)  # type: ignore[arg-type]
     report = _report({"decoder": failing})
     monkeypatch.setattr(validate_module, "validate", lambda *args, **kwargs: report)
-    result = invoke("validate", str(tmp_path), "--json", str(tmp_path / "r.json"))
+    result = invoke("validate", str(write_fake_artifacts(tmp_path / "artifacts")), "--json", str(tmp_path / "r.json"))
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert "decoder: case text: graph output shape (2, 5) != reference (2, 6)" in lines[2]
@@ -149,6 +149,8 @@ def test_the_scratch_media_folder_is_removed_when_a_case_raises(monkeypatch: pyt
         model=SimpleNamespace(vision_patch_dim=8, audio_frame_size=4),
         graphs={"decoder": SimpleNamespace(precision="fp32")},
         formats=["onnx"],
+        source={},
+        graph_names=lambda fmt: {},  # validate plans its cases (for progress) from the graphs
     )
     folders: list[Path] = []
 

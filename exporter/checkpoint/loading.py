@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gemma_edge.artifact.errors import GemmaEdgeError
-from gemma_edge.artifact.manifest import LayerType
+from gemma_edge.artifact.manifest import MAX_MANIFEST_INT, LayerType
 
 from .hf_patches import apply_transformers_patches
 from .layout import cache_layers, store_layers
@@ -59,9 +59,18 @@ class Checkpoint:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except ValueError as error:
+        data = json.loads(path.read_text())
+    except OSError as error:
+        raise GemmaEdgeError(
+            f"cannot read {path} ({error.strerror or error}); restore the file from the original checkpoint"
+        ) from None
+    except RecursionError:
+        raise GemmaEdgeError(f"{path} is JSON nested too deeply; restore the file from the original checkpoint") from None
+    except ValueError as error:  # UnicodeDecodeError is a ValueError
         raise GemmaEdgeError(f"{path} is not valid JSON ({error}); restore the file from the original checkpoint") from None
+    if not isinstance(data, dict):
+        raise GemmaEdgeError(f"{path} is not a JSON object; restore the file from the original checkpoint")
+    return data
 
 
 def _check_folder(folder: Path, expected_model_type: str, what: str) -> dict:
@@ -87,11 +96,6 @@ def _check_folder(folder: Path, expected_model_type: str, what: str) -> dict:
             else "add model.safetensors (or sharded files with model.safetensors.index.json)"
         )
         raise GemmaEdgeError(f"no safetensors weights in {folder}: {hint}")
-    if (folder / SAFETENSORS_INDEX).is_file():
-        index = _read_json(folder / SAFETENSORS_INDEX)
-        for shard in sorted(set(index.get("weight_map", {}).values())):
-            if not (folder / shard).is_file():
-                raise GemmaEdgeError(f"shard {folder / shard} listed in {SAFETENSORS_INDEX} is missing; copy it into {folder}")
     return config
 
 
@@ -130,17 +134,87 @@ def _from_pretrained(model_class: type, folder: Path, what: str) -> nn.Module:
     return model.eval()
 
 
-def _skeleton(model_class: type, folder: Path, what: str) -> tuple[nn.Module, SafetensorsWeights]:
-    """The model with its parameters on the meta device (no bytes; buffers such as RoPE's
-    inv_freq computed for real), checked tensor by tensor against the checkpoint's index."""
-    config_class = model_class.config_class
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        config = config_class.from_pretrained(folder, local_files_only=True)
-        with parameters_on_meta():
-            model = model_class(config)
-    weights = SafetensorsWeights(folder)
-    weights.use_model_names(model)
+def _summary(error: Exception) -> str:
+    """`error` in one line: its first line, and the next one when the first only introduces it
+    (transformers' config validation: "Validation error for field 'head_dim':" then the cause)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def _build(model_class: type, config: object, folder: Path, what: str, on_meta: bool) -> nn.Module:
+    """model_class(config); config.json is user data going into transformers' code, which
+    raises whatever its arithmetic meets (TypeError, ZeroDivisionError, ...): one line for all."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if on_meta:
+                # Everything on the meta device, buffers too: no byte is allocated, whatever sizes
+                # config.json claims, until they have been checked against the safetensors headers.
+                with torch.device("meta"):
+                    return model_class(config)
+            with parameters_on_meta():
+                return model_class(config)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        raise GemmaEdgeError(
+            f"{folder / 'config.json'} does not describe a buildable {what} ({_summary(error)}); "
+            "restore the file from the original checkpoint"
+        ) from None
+
+
+def _config(model_class: type, folder: Path, what: str, weights: SafetensorsWeights) -> object:
+    """The checkpoint's config, its layer counts bounded by the checkpoint before anything is built."""
+    from transformers.utils import logging as hf_logging
+
+    # transformers logs its doubts about odd values (a pad id outside the vocabulary) as extra
+    # stderr lines; a refusal is ours to word, in one line.
+    hf_logging.set_verbosity_error()
+    config_path = folder / "config.json"
+    # Every layer holds at least one tensor: a count above the checkpoint's tensors is forged,
+    # and building that many modules (even on the meta device) would run without end.
+    tensor_count = len(weights.shapes)
+    stack = [(json.loads(config_path.read_text()), "")]
+    while stack:
+        node, where = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            name = f"{where}.{key}" if where else str(key)
+            if isinstance(value, (dict, list)):
+                stack.append((value, name))
+            elif (
+                isinstance(key, str)
+                and ("layers" in key or "experts" in key)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and value > tensor_count
+            ):
+                raise GemmaEdgeError(
+                    f"{config_path} has {name} {value}, more than the {tensor_count} tensors in {folder} can hold; "
+                    "restore the file from the original checkpoint"
+                )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = model_class.config_class.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # noqa: BLE001 - transformers' config classes raise anything on bad values
+        raise GemmaEdgeError(
+            f"{config_path} is not a valid {what} config ({_summary(error)}); restore the file from the original checkpoint"
+        ) from None
+    # Sizes that shape no tensor, so the header check cannot bound them, but that the manifest
+    # records (and its reader bounds): refused here rather than after a whole export.
+    text = config.get_text_config()
+    for name, least in (("sliding_window", 1), ("max_position_embeddings", 2)):
+        value = getattr(text, name, None)
+        if value is not None and not (isinstance(value, int) and least <= value <= MAX_MANIFEST_INT):
+            raise GemmaEdgeError(
+                f"{config_path} has {name} {value!r:.40}, expected an integer from {least} to {MAX_MANIFEST_INT}; "
+                "restore the file from the original checkpoint"
+            )
+    return config
+
+
+def _check_shapes(model: nn.Module, weights: SafetensorsWeights, folder: Path, what: str) -> None:
+    """Every tensor the model expects has the checkpoint's shape, and the checkpoint no other."""
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     problems = weights.mismatches(expected, ignore=set(expected) - _persistent_names(model))
     if problems:
@@ -148,7 +222,6 @@ def _skeleton(model_class: type, folder: Path, what: str) -> tuple[nn.Module, Sa
             f"the {what} weights in {folder} do not match its config.json ({'; '.join(problems)}); "
             "use an unmodified checkpoint whose tensors match its config"
         )
-    return model.eval(), weights
 
 
 def _persistent_names(model: nn.Module) -> set[str]:
@@ -163,9 +236,28 @@ def _persistent_names(model: nn.Module) -> set[str]:
 
 
 def _load(model_class: type, folder: Path, what: str, weights: bool) -> tuple[nn.Module, SafetensorsWeights | None]:
+    """The model, after its config's sizes were checked against the safetensors headers (which
+    were checked against their files): no allocation is sized by a number only config.json claims."""
+    source = SafetensorsWeights(folder)
+    config = _config(model_class, folder, what, source)
+    on_meta = _build(model_class, config, folder, what, on_meta=True)
+    try:
+        source.use_model_names(on_meta)
+    except GemmaEdgeError:
+        raise
+    except Exception as error:  # noqa: BLE001 - transformers' key mapping reads config values (a nested model_type) unchecked
+        raise GemmaEdgeError(
+            f"{folder / 'config.json'} does not describe a loadable {what} ({_summary(error)}); "
+            "restore the file from the original checkpoint"
+        ) from None
+    _check_shapes(on_meta, source, folder, what)
     if weights:
         return _from_pretrained(model_class, folder, what), None
-    return _skeleton(model_class, folder, what)
+    # The model with its parameters on the meta device (no bytes; buffers such as RoPE's
+    # inv_freq computed for real), its bytes read from `source` when a writer needs them.
+    model = _build(model_class, config, folder, what, on_meta=False)
+    _check_shapes(model, source, folder, what)
+    return model.eval(), source
 
 
 def load_target(folder: Path, weights: bool = True) -> Checkpoint:

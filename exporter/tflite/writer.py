@@ -68,11 +68,19 @@ def _check_against_spec(path: Path, written: tuple[SignatureSpec, ...], spec: Gr
 
 
 def write_tflite(
-    graph: ExportGraph, path: Path, sources: WeightSources, recipe: Recipe, progress: Callable[[int, int], TensorWritten] | None = None
+    graph: ExportGraph,
+    path: Path,
+    sources: WeightSources,
+    recipe: Recipe,
+    progress: Callable[[int, int], TensorWritten] | None = None,
+    phase: Callable[[str], None] | None = None,
 ) -> GraphSpec:
     """Trace every signature of `graph` with its weights as inputs (weight_inputs.py),
     convert once, write the weights into the file from the checkpoint (constants.py),
-    and describe the file as written. Memory: the graph and one block of weight rows."""
+    and describe the file as written. Memory: the graph and one block of weight rows.
+    `phase` hears each step as it starts: tracing and converting run minutes on a large
+    model without a tensor to count, and a progress display must not look stalled then."""
+    announce: Callable[[str], None] = phase or (lambda text: None)
     with quiet_native_output():  # its native libraries log on import
         import litert_torch
 
@@ -84,6 +92,9 @@ def write_tflite(
     traced = path.with_name(f".{path.name}.traced")
     converter = None
     try:
+        # Before the native output is silenced (it closes stderr to the process, our lines too).
+        # litert-torch's signature() only records: convert() traces and lowers them all.
+        announce(f"tracing and converting {len(graph.spec.signatures)} signatures")
         with torch.no_grad(), warnings.catch_warnings(), quiet_native_output():
             warnings.simplefilter("ignore")
             for signature in graph.spec.signatures:
@@ -91,6 +102,7 @@ def write_tflite(
                 converter = target.signature(signature.name, module, sample_kwargs={**signature_sample(signature, graph.role), **weight_samples})
             assert converter is not None
             converter.convert().export(str(traced))
+        announce("writing weights")
         write_with_constants(
             traced.read_bytes(), path, streamed, TfliteSchemes(graph.role, recipe), quantized=recipe.name != "fp32", progress=progress
         )
@@ -98,6 +110,7 @@ def write_tflite(
         module.restore()
         traced.unlink(missing_ok=True)
     # The manifest records the file as its interpreter reads it (tensor order and all).
+    announce("checking its signatures")
     written = read_signatures(path)
     _check_against_spec(path, written, graph.spec)
     return replace(graph.spec, file=path.name, format="tflite", precision=recipe.name, signatures=written)

@@ -17,6 +17,10 @@ from tokenizers import Tokenizer
 from gemma_edge.artifact.errors import GemmaEdgeError
 
 from ..checkpoint.loading import load_drafter, load_target
+from ..disk_space import HEADROOM_BYTES, check_free_space, disk_error
+from ..output_lock import hold_output
+from ..progress import StageProgress
+from ..staging import clear_leftovers, move_into_place, staging_folder
 from .batches import tokenize_texts
 from .drafter_distill import DrafterChain, DrafterTraining, chained_agreement, train_drafter
 from .target_lm import CausalLM, ProgressCallback
@@ -54,9 +58,30 @@ def realign_drafter(
     training: DrafterTraining,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    wait: bool = False,
 ) -> RealignResult:
+    """Writes `out` as an export does: holding its lock (output_lock.py), into a staging folder
+    renamed into place (staging.py); `wait`: wait for another holder of the lock, not refuse."""
     if out.exists() and not force:
         raise GemmaEdgeError(f"{out} already exists; choose another --out or pass --force to replace it")
+    with hold_output(out, "realign-drafter", wait, StageProgress(total=0).note):
+        if out.exists() and not force:  # again under the lock: a command waited for may have written out
+            raise GemmaEdgeError(f"{out} already exists; choose another --out or pass --force to replace it")
+        # what save_pretrained writes: the drafter's weights, in float32 at most (twice a bf16 checkpoint)
+        drafter_bytes = sum(path.stat().st_size for path in drafter_dir.glob("*.safetensors"))
+        check_free_space(out, 2 * drafter_bytes + HEADROOM_BYTES, "the re-aligned drafter")
+        return _realign_locked(target_dir, drafter_dir, text_files, out, training, force, progress)
+
+
+def _realign_locked(
+    target_dir: Path,
+    drafter_dir: Path,
+    text_files: list[Path],
+    out: Path,
+    training: DrafterTraining,
+    force: bool,
+    progress: ProgressCallback | None,
+) -> RealignResult:
     target = load_target(target_dir)
     drafter = load_drafter(drafter_dir, target)
     tokenizer = Tokenizer.from_file(str(target_dir / "tokenizer.json"))
@@ -71,16 +96,21 @@ def realign_drafter(
     losses = train_drafter(chain, train_tokens, training, progress)
     after = chained_agreement(chain, eval_tokens, length=length)
 
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    drafter.model.save_pretrained(staging, safe_serialization=True)
-    if (drafter_dir / "generation_config.json").is_file():
-        shutil.copy(drafter_dir / "generation_config.json", staging / "generation_config.json")
     result = RealignResult(before, after, int(len(train_tokens)), int(len(eval_tokens)), losses)
-    (staging / "realign_report.json").write_text(json.dumps({**result.__dict__, "target": str(target_dir)}, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    clear_leftovers(out)
+    staging = staging_folder(out)
+    try:
+        drafter.model.save_pretrained(staging, safe_serialization=True)
+        if (drafter_dir / "generation_config.json").is_file():
+            shutil.copy(drafter_dir / "generation_config.json", staging / "generation_config.json")
+        (staging / "realign_report.json").write_text(json.dumps({**result.__dict__, "target": str(target_dir)}, indent=2) + "\n")
+        move_into_place(staging, out, force)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        full = disk_error(error, out, staging)
+        if full is None:
+            raise
+        raise full from error
     return result
 
 

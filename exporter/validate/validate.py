@@ -36,6 +36,7 @@ from gemma_edge.runtime.media_prompt import Modality
 
 from ..checkpoint.loading import Checkpoint, load_drafter, load_target
 from ..export import BUILTIN
+from ..progress import StageProgress
 from ..training import reference_model
 from .fidelity import FidelityReport, measure_fidelity
 from .generation import BackendGeneration, GenerationReport, generation_check
@@ -252,12 +253,23 @@ def drafter_steps(
         ours_hidden = reference.last_hidden_state.numpy()  # chain on reference states: isolates each step
 
 
-def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None = None) -> ValidationReport:
+def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None = None, show_progress: bool = False) -> ValidationReport:
     """Run every check on every backend; the report's `to_json()` is the `--json` document
-    (field meanings: docs/json-outputs.md)."""
+    (field meanings: docs/json-outputs.md). `show_progress`: a line per case on stderr as it
+    runs, with its time (the whole run takes minutes and prints its report only at the end)."""
     manifest = load_manifest(folder)
-    target, drafter_checkpoint = _reference_checkpoints(manifest, checkpoint, drafter)
     kind = get_recipe(next(iter(manifest.graphs.values())).precision).lowest_kind
+    has_media = bool(manifest.model.vision_patch_dim and manifest.model.audio_frame_size)
+    # As _reference_checkpoints decides: a drafter given, or one the manifest records.
+    has_drafter_reference = drafter is not None or bool(manifest.source.get("drafter", ""))
+    plans = {
+        backend: _planned_cases(manifest, backend, kind, has_media, has_drafter_reference)
+        for backend in BACKENDS
+        if FORMATS[backend] in manifest.formats
+    }
+    progress = StageProgress(total=1 + sum(len(cases) for cases in plans.values()), enabled=show_progress)
+    with progress.stage("Loading the transformers reference"):
+        target, drafter_checkpoint = _reference_checkpoints(manifest, checkpoint, drafter)
     thresholds = THRESHOLDS[kind]
     qualities: dict[str, QualityResult] = {}
     fidelity: FidelityReport | None = None  # quantized ONNX only (module doc of fidelity.py)
@@ -265,28 +277,38 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
     generations: dict[str, BackendGeneration] = {}
     next_hidden: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="gemma-edge-validate-") as scratch:  # removed also when a case raises
-        has_media = manifest.model.vision_patch_dim and manifest.model.audio_frame_size
         media = sample_media(Path(scratch)) if has_media else None
-        for backend in BACKENDS:
-            if FORMATS[backend] not in manifest.formats:
-                continue
-            engine = Engine(folder, backend=backend)
+        for backend, cases in plans.items():
+            with progress.stage(cases["engine"]):
+                engine = Engine(folder, backend=backend)
             names = manifest.graph_names(FORMATS[backend])
             comparisons = {name: Comparison() for name in names.values()}
-            _text_case(engine, target, comparisons, names)
-            if media is not None:
-                _multimodal_case(engine, target, media, comparisons, names)
-            _sweep_case(engine, target, comparisons, names)
+            with progress.stage(cases["text"]):
+                _text_case(engine, target, comparisons, names)
+            if "multimodal" in cases:
+                assert media is not None
+                with progress.stage(cases["multimodal"]):
+                    _multimodal_case(engine, target, media, comparisons, names)
+            if "sweep" in cases:
+                with progress.stage(cases["sweep"]):
+                    _sweep_case(engine, target, comparisons, names)
             hidden = None
             steps = None
-            if GraphRole.DRAFTER in names and drafter_checkpoint is not None:
-                hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
+            if "drafter" in cases:
+                assert drafter_checkpoint is not None
+                with progress.stage(cases["drafter"]):
+                    hidden = _drafter_case(engine, target, drafter_checkpoint, comparisons, names)
                 steps = _spans_drafter_steps(engine, target, drafter_checkpoint)
-            spans_case(engine, target, engine.encode(VALIDATION_PROMPT), comparisons, names, steps, hidden)
-            generations[backend] = generation_check(engine, target, exact=kind == Kind.FLOAT32, media=media)
-            qualities[backend] = measure_quality(engine, target, thresholds)
-            if backend == "onnxruntime" and kind in (Kind.INT8, Kind.INT4):
-                fidelity = measure_fidelity(engine, target)
+            if "spans" in cases:
+                with progress.stage(cases["spans"]):
+                    spans_case(engine, target, engine.encode(VALIDATION_PROMPT), comparisons, names, steps, hidden)
+            with progress.stage(cases["generation"]):
+                generations[backend] = generation_check(engine, target, exact=kind == Kind.FLOAT32, media=media)
+            with progress.stage(cases["quality"]):
+                qualities[backend] = measure_quality(engine, target, thresholds)
+            if "fidelity" in cases:
+                with progress.stage(cases["fidelity"]):
+                    fidelity = measure_fidelity(engine, target)
             for signature_graph, signature in engine.model.backend.started:
                 comparisons[signature_graph].signatures.append(signature)
             for name, comparison in comparisons.items():
@@ -303,6 +325,33 @@ def validate(folder: Path, checkpoint: Path | None = None, drafter: Path | None 
         thresholds=thresholds,
         next_hidden_max_abs_diff=next_hidden,
     )
+
+
+def _planned_cases(manifest: Manifest, backend: str, kind: Kind, has_media: bool, has_drafter_reference: bool) -> dict[str, str]:
+    """The cases `validate` runs on `backend`, key -> progress line, in order: known before
+    any runs, so progress can count them ("[3/17]"). The conditions are those of the cases
+    themselves (the sweep and spans cases have nothing to do on onnxruntime)."""
+    names = manifest.graph_names(FORMATS[backend])
+    litert = backend == "litert"
+    cases = {
+        "engine": "loading the graphs",
+        "text": "text case (token embedder, decoder: prefill, decode steps, a verify step)",
+        "multimodal": "image + audio case (embedders, decoder)",
+        "sweep": "embedders at every static length",
+        "drafter": "drafter steps",
+        "spans": "narrow signatures (spans)",
+        "generation": "greedy generation vs transformers generate()",
+        "quality": "held-out text quality",
+        "fidelity": "ONNX graphs vs a fake-quant reference",
+    }
+    runs = {
+        "multimodal": has_media and has_media_graphs(names),
+        "sweep": litert,
+        "drafter": GraphRole.DRAFTER in names and has_drafter_reference,
+        "spans": litert,
+        "fidelity": backend == "onnxruntime" and kind in (Kind.INT8, Kind.INT4),
+    }
+    return {key: f"{backend}: {title}" for key, title in cases.items() if runs.get(key, True)}
 
 
 def _spans_drafter_steps(engine: Engine, target: Checkpoint, drafter: Checkpoint) -> DrafterSteps:
