@@ -49,6 +49,25 @@ def hold_output(out: Path, command: str, wait: bool = False, on_wait: Callable[[
         _release(path, descriptor)
 
 
+def refuse_if_held(out: Path, command: str) -> None:
+    """A quick look before the slow imports: refuse at once when the lock file names a process
+    that still runs. It takes no lock (a probe holding even a shared one could make a starting
+    holder fail); hold_output decides for real, so a stale or reused pid costs only a --wait."""
+    try:
+        words = lock_path(out).read_text(errors="replace").split()
+    except OSError:
+        return  # no lock file: nobody writes `out` now
+    if len(words) < 2 or not words[0].isdigit() or int(words[0]) == os.getpid():
+        return
+    try:
+        os.kill(int(words[0]), 0)
+    except ProcessLookupError:
+        return  # its holder died; the lock went with it
+    except PermissionError:
+        pass  # it runs, as another user
+    raise GemmaEdgeError(f"another {words[1]} is writing {out} (pid {words[0]}); wait for it or pass --wait")
+
+
 def _open(path: Path) -> int:
     try:
         # os.open's descriptors are not inherited by the processes an export starts, so a

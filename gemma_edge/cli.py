@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from gemma_edge.artifact.errors import GemmaEdgeError
+from gemma_edge.exporter.output_lock import refuse_if_held
 
 if TYPE_CHECKING:
     from gemma_edge.artifact.manifest import Manifest
@@ -218,6 +219,8 @@ def export(
 
     The folder appears only when complete; an existing one is kept unless --force."""
     _check_export_arguments(out, quant, device, prefill_lengths, force)  # before torch's imports
+    if not wait:
+        refuse_if_held(out, "export")
     from gemma_edge.exporter.quiet_logs import quiet_export_logs
 
     quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
@@ -467,6 +470,9 @@ def realign_drafter(
     """Re-train DRAFTER on TARGET's own predictions over --text (self-distillation), so a
     fine-tuned or quantized target gets its speculative speed-up back. Prints the drafter's
     agreement with the target per draft position before and after."""
+    _check_output_file(json_file, "--json")
+    if not wait:
+        refuse_if_held(out, "realign-drafter")
     from gemma_edge.exporter.quiet_logs import quiet_export_logs
 
     quiet_export_logs()  # first: the imports below load torchao, which logs as it loads
@@ -486,7 +492,7 @@ def realign_drafter(
         f"{mean_accepted(result.agreement_after, 4):.2f}; wrote {out}"
     )
     if json_file is not None:
-        json_file.write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        _write_output_file(json_file, json.dumps(result.__dict__, indent=2) + "\n", "--json")
 
 
 @main.command()

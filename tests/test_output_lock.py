@@ -64,6 +64,21 @@ def test_a_second_export_to_the_same_out_is_refused_at_once(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no staging folder, and the holder removed its lock file
 
 
+def test_the_refusal_comes_before_torch_is_imported(tmp_path: Path) -> None:
+    """A second writer hears of the first at once: the CLI looks at the lock file before its
+    heavy imports (torch is blocked here, so reaching them would fail differently)."""
+    out = tmp_path / "A"
+    script = "import sys; sys.modules['torch'] = None; from gemma_edge.cli import main; main()"
+    with lock_holder(out) as holder:
+        result = subprocess.run(
+            [sys.executable, "-c", script, "export", "--out", str(out)], capture_output=True, text=True, timeout=120
+        )
+        release(holder)
+        assert holder.wait(timeout=60) == 0
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: another export is writing {out} (pid {holder.pid}); wait for it or pass --wait"
+
+
 def test_realign_drafter_is_refused_while_an_export_writes_its_out(tmp_path: Path) -> None:
     from gemma_edge.exporter.training import reference_model
 
