@@ -17,33 +17,20 @@ import struct
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from wav_bytes import EXTENSIBLE, IEEE_FLOAT, PCM, chunk, fmt_body, riff, subformat
 
 from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.runtime.audio import MAX_FRAMES, SAMPLE_RATE, frame_waveform, read_audio, read_waveform, to_model_rate
 from gemma_edge.runtime.resample import Resampler, resample
 
 FRAME = 640
-PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
-PCM_SUBFORMAT = uuid.UUID("00000001-0000-0010-8000-00aa00389b71").bytes_le
 
 
-def chunk(chunk_id: bytes, body: bytes) -> bytes:
-    return chunk_id + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
 
-
-def fmt_body(tag: int, channels: int, rate: int, bits: int) -> bytes:
-    block = channels * bits // 8
-    return struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-
-
-def riff(*chunks: bytes) -> bytes:
-    body = b"WAVE" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def encode(samples: np.ndarray, bits: int) -> bytes:
@@ -145,7 +132,7 @@ def test_split_clips_are_the_whole_file_frames(tmp_path: Path, rate: int, channe
 
 def test_float_wav_in_an_extensible_header_with_list_chunks_reads_like_the_whole_file(tmp_path: Path) -> None:
     samples = np.random.default_rng(3).uniform(-1, 1, (31 * 48_000, 2)).astype("<f4")
-    float_subformat = uuid.UUID("00000003-0000-0010-8000-00aa00389b71").bytes_le
+    float_subformat = subformat(IEEE_FLOAT)
     extension = struct.pack("<HHI", 22, 32, 0x3) + float_subformat
     path = tmp_path / "float.wav"
     path.write_bytes(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import struct
 import tracemalloc
-import uuid
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from wav_bytes import IEEE_FLOAT, chunk, fmt_body, riff, subformat
 
 from gemma_edge.artifact.errors import GemmaEdgeError
 from gemma_edge.runtime import audio
@@ -43,18 +43,7 @@ def one_line(error: GemmaEdgeError) -> None:
 # --- WAV ---------------------------------------------------------------------------------------
 
 
-def chunk(chunk_id: bytes, body: bytes) -> bytes:
-    return chunk_id + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
 
-
-def fmt_body(tag: int, channels: int, rate: int, bits: int) -> bytes:
-    block = channels * bits // 8
-    return struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-
-
-def riff(*chunks: bytes) -> bytes:
-    body = b"WAVE" + b"".join(chunks)
-    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def _wav_seeds() -> list[bytes]:
@@ -62,7 +51,7 @@ def _wav_seeds() -> list[bytes]:
     pcm16 = (rng.uniform(-0.5, 0.5, 800) * 32767).astype("<i2").tobytes()
     pcm24 = rng.integers(0, 256, 3 * 2 * 300, dtype=np.uint8).tobytes()
     floats = rng.uniform(-1, 1, 2 * 400).astype("<f4").tobytes()
-    extension = struct.pack("<HHI", 22, 32, 0x3) + uuid.UUID("00000003-0000-0010-8000-00aa00389b71").bytes_le
+    extension = struct.pack("<HHI", 22, 32, 0x3) + subformat(IEEE_FLOAT)
     return [
         riff(chunk(b"fmt ", fmt_body(1, 1, 16_000, 16)), chunk(b"data", pcm16)),
         riff(chunk(b"fmt ", fmt_body(1, 2, 44_100, 24)), chunk(b"LIST", b"INFOx"), chunk(b"data", pcm24)),
