@@ -37,7 +37,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from gemma_edge.exporter.training import reference_model
-from gemma_edge.exporter.training.reference_model import TRAINED, ReferenceShape
+from gemma_edge.exporter.training.reference_model import (
+    GEMMA4_12B_KV_SHARED_LAYERS,
+    GEMMA4_12B_LAYER_PERIOD,
+    TRAINED,
+    ReferenceShape,
+)
 
 DTYPE = "bfloat16"
 SHARD_BYTES = 2 * 1024**3  # a shard is cut before it would pass this size
@@ -46,7 +51,8 @@ CHUNK_ELEMENTS = 32 * 1024**2
 
 TWELVE_B = replace(
     TRAINED, vocab_size=262_144, hidden_size=3840, intermediate_size=15_360, num_heads=16, num_kv_heads=8,
-    head_dim=256, global_head_dim=512, layer_pattern="SSSSSF" * 8, num_kv_shared_layers=0,
+    head_dim=256, global_head_dim=512, layer_pattern=GEMMA4_12B_LAYER_PERIOD * 8,
+    num_kv_shared_layers=GEMMA4_12B_KV_SHARED_LAYERS,
     sliding_window=1024, max_positions=131_072, drafter_hidden_size=1024, drafter_intermediate_size=4096,
     drafter_heads=8, initializer_range=INIT_STD,
 )  # fmt: skip

@@ -91,6 +91,35 @@ def test_decoder_step_image_block_matches_transformers_generate_masks(reference_
     assert not torch.allclose(hidden, causal_only.last_hidden_state[0], atol=TOLERANCE)
 
 
+def test_store_kv_read_from_the_cache_equals_transformers_shared_kv_states(reference_target) -> None:  # noqa: ANN001
+    """Where transformers hands out shared_kv_states (a KV-shared target), the K/V validate reads
+    from a config-less cache for targets without them (the real 12B) are exactly the same."""
+    from transformers import DynamicCache
+
+    from gemma_edge.exporter.validate.validate import cache_store_kv
+
+    text = reference_target.config.get_text_config()
+    length = text.sliding_window + 24  # past the window: a sliding cache layer would cut it
+    ids = torch.randint(11, text.vocab_size, (1, length), generator=torch.Generator().manual_seed(4))
+    model = reference_target.model.model
+    with torch.no_grad():
+        shared = model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
+        cached = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+        windowed = model(input_ids=ids, past_key_values=DynamicCache(config=text), use_cache=True)
+    from_cache = cache_store_kv(cached.past_key_values, text)
+    assert set(from_cache) == {LayerType(kind) for kind in shared.shared_kv_states} == set(LayerType)
+    for kind, (key, value) in from_cache.items():
+        shared_key, shared_value = shared.shared_kv_states[kind.value]
+        assert key.shape == shared_key.shape and key.shape[2] == length
+        assert torch.equal(key, shared_key) and torch.equal(value, shared_value), kind
+    assert torch.equal(cached.last_hidden_state, shared.last_hidden_state)
+    # Why config-less: the config's sliding layer keeps only the last window - 1 positions.
+    sliding = windowed.past_key_values.layers[store_layers(text)[LayerType.SLIDING]]
+    assert sliding.is_sliding and sliding.keys.shape[2] == text.sliding_window - 1
+    with pytest.raises(AssertionError, match="window - 1"):
+        cache_store_kv(windowed.past_key_values, text)
+
+
 def _drafter_reference_inputs(target, drafter, kv_length: int):  # noqa: ANN001, ANN202
     text = target.config.get_text_config()
     ids = torch.randint(11, text.vocab_size, (1, kv_length), generator=torch.Generator().manual_seed(2))

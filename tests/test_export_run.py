@@ -11,8 +11,9 @@ from helpers import assert_one_line_error, invoke
 
 from gemma_edge.artifact.manifest import GraphRole, load_manifest, sha256_of
 from gemma_edge.exporter import export as export_module
+from gemma_edge.exporter.checkpoint.public_shapes import GEMMA4_12B
 from gemma_edge.exporter.export import ExportOptions, export
-from gemma_edge.exporter.training.reference_model import TRAINED
+from gemma_edge.exporter.training.reference_model import TINY_UNSHARED, TRAINED, write_reference_model
 
 PROMPT = "def fibonacci(n):"
 
@@ -192,6 +193,43 @@ def test_checkpoint_without_drafter_replaces_folder_with_force(tiny_checkpoints:
         assert stats["speculative"] is False and stats["new_tokens"] == 8
         texts.append(stats["token_ids"])
     assert texts[0] == texts[1]
+
+
+def test_target_without_kv_shared_layers_exports_validates_and_speculates(tmp_path: Path) -> None:
+    """The real 12B's case: no KV-shared layers, so transformers returns no shared_kv_states and
+    validate reads the drafter's K/V from the reference's cache (validate.reference_store_kv)."""
+    assert TINY_UNSHARED.layer_pattern == GEMMA4_12B.layer_pattern[:6]  # the 12B's first layers
+    assert TINY_UNSHARED.num_kv_shared_layers == GEMMA4_12B.num_kv_shared_layers == 0
+    checkpoints = tmp_path / "checkpoints"
+    write_reference_model(checkpoints, TINY_UNSHARED)
+    out = tmp_path / "out"
+    result = invoke(
+        "export", str(checkpoints / "target"), "--drafter", str(checkpoints / "drafter"), "--out", str(out),
+        "--format", "all", "--context-length", "512", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    manifest = load_manifest(out)
+    assert len(manifest.model.cache_layers) == manifest.model.num_layers == 6
+    assert manifest.model.store_layers == {"sliding_attention": 4, "full_attention": 5}  # the last of each type
+    assert manifest.graph(GraphRole.DRAFTER) is not None and manifest.graph(GraphRole.DRAFTER, "tflite") is not None
+
+    report_path = tmp_path / "r.json"
+    result = invoke("validate", str(out), "--json", str(report_path))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is True
+    for name in ("drafter", "drafter_tflite"):
+        drafter = report["graphs"][name]
+        assert drafter["passed"] and "drafter" in drafter["cases"] and drafter["top1_agreement"] == 1.0, name
+        assert drafter["max_abs_diff"] <= 1e-3, name
+    for backend in ("onnxruntime", "litert"):
+        generation = report["generation"]["backends"][backend]
+        assert generation["greedy_match"] is True and generation["speculative_match"] is True, backend
+
+    speculative = _run(out, tmp_path / "a.json", "--temperature", "0")
+    plain = _run(out, tmp_path / "b.json", "--temperature", "0", "--no-speculative")
+    assert speculative["speculative"] is True and plain["speculative"] is False
+    assert speculative["token_ids"] == plain["token_ids"] and speculative["new_tokens"] == 24
 
 
 @pytest.mark.parametrize(

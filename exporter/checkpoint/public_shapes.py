@@ -11,12 +11,18 @@ Drafter: 4 layers (3 sliding, 1 full), width 1024, backbone 3840.
 
 from __future__ import annotations
 
-from ..training.reference_model import ReferenceShape, drafter_config_dict, target_config_dict
+from ..training.reference_model import (
+    GEMMA4_12B_KV_SHARED_LAYERS,
+    GEMMA4_12B_LAYER_PERIOD,
+    ReferenceShape,
+    drafter_config_dict,
+    target_config_dict,
+)
 
 GEMMA4_12B = ReferenceShape(
     vocab_size=262144, hidden_size=3840, intermediate_size=15360, num_heads=16, num_kv_heads=8, head_dim=256,
-    global_head_dim=512, layer_pattern="SSSSSF" * 8, num_kv_shared_layers=0, sliding_window=1024,
-    max_positions=262144, mm_embed_dim=1152, drafter_hidden_size=1024, drafter_intermediate_size=4096,
+    global_head_dim=512, layer_pattern=GEMMA4_12B_LAYER_PERIOD * 8, num_kv_shared_layers=GEMMA4_12B_KV_SHARED_LAYERS,
+    sliding_window=1024, max_positions=262144, mm_embed_dim=1152, drafter_hidden_size=1024, drafter_intermediate_size=4096,
     drafter_heads=4, initializer_range=0.02,
 )  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Two shapes. TRAINED is the built-in model that ships in exporter/builtin/ so `gemma-edge
 export` works offline; it is trained on CPU by `python -m gemma_edge.exporter.training.build`.
-TINY is the tests' model with seeded random weights (`python -m gemma_edge.exporter.training.reference_model DIR`).
+TINY is the tests' model with seeded random weights (`python -m gemma_edge.exporter.training.reference_model DIR`);
+TINY_UNSHARED, a tests' variant with the 12B's layer pattern and, as the 12B, no KV-shared layers.
 Both exercise every architectural feature the 12B has: sliding and full layers with
 different head dims and RoPE (default vs proportional/partial), single-KV-head full layers
 with `attention_k_eq_v`, KV-shared layers, final logit softcapping, tied embeddings, and
@@ -56,6 +57,21 @@ TINY = ReferenceShape(
     vocab_size=1024, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
     global_head_dim=32, layer_pattern="SSFSSFSF", num_kv_shared_layers=3, sliding_window=16,
     max_positions=512, mm_embed_dim=32, drafter_hidden_size=32, drafter_intermediate_size=64,
+    drafter_heads=2, initializer_range=0.05,
+)  # fmt: skip
+
+# Gemma 4 12B's layers (exporter/checkpoint/public_shapes.py, benchmarks/checkpoint_12b.py): this
+# period repeated 8 times, and no KV-shared layers (only its drafter reads another model's K/V).
+GEMMA4_12B_LAYER_PERIOD = "SSSSSF"
+GEMMA4_12B_KV_SHARED_LAYERS = 0
+
+# The 12B's layers in miniature: one period (5 sliding : 1 full, the last full), no KV-shared
+# layers, so transformers returns no shared_kv_states (validate reads the store layers 4 and 5
+# from the reference's cache). The same layers as `checkpoint_12b.py --layers 6`.
+TINY_UNSHARED = ReferenceShape(
+    vocab_size=1024, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
+    global_head_dim=32, layer_pattern=GEMMA4_12B_LAYER_PERIOD, num_kv_shared_layers=GEMMA4_12B_KV_SHARED_LAYERS,
+    sliding_window=16,    max_positions=512, mm_embed_dim=32, drafter_hidden_size=32, drafter_intermediate_size=64,
     drafter_heads=2, initializer_range=0.05,
 )  # fmt: skip
 

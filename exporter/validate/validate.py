@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import DynamicCache, PreTrainedConfig
 
 from gemma_edge.artifact.backends import BACKENDS, FORMATS
 from gemma_edge.artifact.errors import GemmaEdgeError
@@ -34,6 +35,7 @@ from gemma_edge.quantize.recipes import Kind, get_recipe
 from gemma_edge.runtime.engine import Engine, MediaFiles
 from gemma_edge.runtime.media_prompt import Modality
 
+from ..checkpoint.layout import store_layers
 from ..checkpoint.loading import Checkpoint, load_drafter, load_target
 from ..export import BUILTIN
 from ..progress import StageProgress
@@ -201,6 +203,41 @@ def _drafter_case(engine: Engine, target: Checkpoint, drafter: Checkpoint, compa
     return hidden_diff
 
 
+StoreKV = dict[LayerType, tuple[torch.Tensor, torch.Tensor]]  # store layer type -> (key, value), each [1, KV, S, D]
+
+
+def reference_store_kv(target: Checkpoint, prompt_ids: list[int]) -> tuple[torch.Tensor, StoreKV]:
+    """The reference's last hidden state [1, 1, H] and its store layers' K/V, each [1, KV, S, D]
+    (K after k_norm and RoPE, V after v_norm), for the whole prompt.
+
+    transformers returns `shared_kv_states` only for a target with KV-shared layers (its "store"
+    marks, docs/transformers-workarounds.md defect 3); the real 12B has none. So the same forward
+    also fills a cache, and the store layers' K/V are read from it when the shared ones are
+    missing. The cache is a config-less DynamicCache: every layer then keeps every position (the
+    config's sliding layers would keep only the last window - 1, one short of the window the
+    drafter reads), and the forward computes exactly what use_cache=False does
+    (test_components.py checks the two sources agree where both exist).
+    """
+    with torch.no_grad():
+        output = target.model.model(
+            input_ids=torch.tensor([prompt_ids]), past_key_values=DynamicCache(), use_cache=True, return_shared_kv_states=True
+        )
+    hidden = output.last_hidden_state[:, -1:]
+    if output.shared_kv_states:
+        return hidden, {LayerType(kind): kv for kind, kv in output.shared_kv_states.items()}
+    return hidden, cache_store_kv(output.past_key_values, target.config.get_text_config())
+
+
+def cache_store_kv(cache: DynamicCache, text_config: PreTrainedConfig) -> StoreKV:
+    """The store layers' (key, value) out of a config-less DynamicCache filled by one forward."""
+    store_kv = {}
+    for kind, layer in store_layers(text_config).items():
+        cached = cache.layers[layer]
+        assert not cached.is_sliding, "a sliding cache layer holds only the last window - 1 positions"
+        store_kv[kind] = (cached.keys, cached.values)
+    return store_kv
+
+
 def drafter_steps(
     engine: Engine,
     target: Checkpoint,
@@ -215,15 +252,9 @@ def drafter_steps(
     it plays the newest token), each on the reference's states, against transformers' drafter."""
     model = engine.model
     window = drafter.config.get_text_config().sliding_window
-    ids = torch.tensor([prompt_ids])
-    with torch.no_grad():
-        output = target.model.model(input_ids=ids, use_cache=False, return_shared_kv_states=True)
-    shared = output.shared_kv_states
-    if not shared:
-        raise GemmaEdgeError("transformers returned no shared K/V for this target (no KV-shared layers); drafter validation needs them")
-    hidden = output.last_hidden_state[:, -1:]  # [1, 1, H]
+    hidden, shared = reference_store_kv(target, prompt_ids)
     position = len(prompt_ids) - 1
-    store_kv = {LayerType(kind): (k[:, :, :position], v[:, :, :position]) for kind, (k, v) in shared.items()}
+    store_kv = {kind: (k[:, :, :position], v[:, :, :position]) for kind, (k, v) in shared.items()}
     # transformers' drafter attends to every sliding entry it is given: hand it exactly the
     # window our graph's mask keeps, positions (position - window, position).
     window_start = max(0, position - window + 1)
