@@ -8,7 +8,7 @@ FORMATS = {"onnxruntime": "onnx", "litert": "tflite"}  # the graph format each b
 
 # Token tables up to this size in float32 are expanded once, by the token embedder itself, and
 # looked up in numpy from then on: a graph call between two decoder steps costs a visible share
-# of a small model's step (docs/design.md, "Token table"), and a speculative round makes two.
+# of a small model's step (benchmarks/README.md, "The per-token loop"), and a speculative round makes two.
 # A bigger table (the 12B's: 262144 x 3840, 4 GB in float32) keeps the rows the graph gave, up
 # to this size.
 TOKEN_TABLE_LIMIT_BYTES = 64 * 1024**2
