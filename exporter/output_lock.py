@@ -65,7 +65,7 @@ def refuse_if_held(out: Path, command: str) -> None:
         return  # its holder died; the lock went with it
     except PermissionError:
         pass  # it runs, as another user
-    raise GemmaEdgeError(f"another {words[1]} is writing {out} (pid {words[0]}); wait for it or pass --wait")
+    raise GemmaEdgeError(f"{_holder_message(words, out, command)}; wait for it or pass --wait")
 
 
 def _open(path: Path) -> int:
@@ -95,9 +95,14 @@ def _holder(descriptor: int, out: Path, command: str) -> str:
         words = os.pread(descriptor, 256, 0).decode(errors="replace").split()
     except OSError:
         words = []
+    return _holder_message(words, out, command)
+
+
+def _holder_message(words: list[str], out: Path, command: str) -> str:
+    """From the lock file's words ("PID COMMAND"); without them the holder has not written its
+    pid yet (it does so right after locking)."""
     if len(words) >= 2 and words[0].isdigit():
         return f"another {words[1]} is writing {out} (pid {words[0]})"
-    # the holder has not written its pid yet (it does so right after locking)
     return f"another {command} is writing {out}"
 
 
