@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from gemma_edge.artifact.manifest import GraphRole, GraphSpec, ModelSummary
+from gemma_edge.artifact.manifest import GraphRole, GraphSpec, ModelSummary, SignatureSpec
 
 from ..checkpoint.layout import cache_layers, store_layers
 from ..checkpoint.loading import Checkpoint
@@ -60,7 +60,7 @@ class GraphEntry:
     onnx_module: Callable[[_Sources], nn.Module]
     onnx_spec: Callable[[_Sources], GraphSpec]
     tflite_module: Callable[[_Sources], nn.Module]
-    tflite_signatures: Callable[[_Sources, LiteRtShapes], GraphSpec]
+    tflite_signatures: Callable[[_Sources, LiteRtShapes], tuple[SignatureSpec, ...]]
 
 
 def _has_drafter(sources: _Sources) -> bool:
@@ -94,15 +94,6 @@ def _decoder_step(sources: _Sources) -> DecoderStep:
     return DecoderStep(sources.target.model, cache_layers(text), store_layers(text), sources.summary.context_length)
 
 
-def _tflite(role: GraphRole, signatures: Callable[..., tuple]) -> Callable[[_Sources, LiteRtShapes], GraphSpec]:
-    def spec(sources: _Sources, shapes: LiteRtShapes) -> GraphSpec:
-        extra = (drafter_cache_types(_drafter(sources).model),) if role == GraphRole.DRAFTER else ()
-        found = signatures(sources.summary, shapes, *extra)
-        return GraphSpec(role=role, file="", format="", precision="", inputs=(), outputs=(), signatures=found)
-
-    return spec
-
-
 GRAPHS: tuple[GraphEntry, ...] = (
     GraphEntry(
         "token_embedder",
@@ -111,7 +102,7 @@ GRAPHS: tuple[GraphEntry, ...] = (
         onnx_module=lambda sources: TokenEmbedder(sources.target.embed_tokens),
         onnx_spec=lambda sources: graph_specs.token_embedder_spec(sources.summary),
         tflite_module=lambda sources: LiteRtTokenEmbedder(sources.target.embed_tokens),
-        tflite_signatures=_tflite(GraphRole.TOKEN_EMBEDDER, graph_specs.litert_token_embedder_signatures),
+        tflite_signatures=lambda sources, shapes: graph_specs.litert_token_embedder_signatures(sources.summary, shapes),
     ),
     GraphEntry(
         "decoder",
@@ -120,7 +111,7 @@ GRAPHS: tuple[GraphEntry, ...] = (
         onnx_module=_decoder_step,
         onnx_spec=lambda sources: graph_specs.decoder_spec(sources.summary),
         tflite_module=lambda sources: FixedCacheDecoder(_decoder_layers(sources), sources.summary.cache_layers),
-        tflite_signatures=_tflite(GraphRole.DECODER, graph_specs.litert_decoder_signatures),
+        tflite_signatures=lambda sources, shapes: graph_specs.litert_decoder_signatures(sources.summary, shapes),
     ),
     GraphEntry(
         "drafter",
@@ -131,7 +122,9 @@ GRAPHS: tuple[GraphEntry, ...] = (
         tflite_module=lambda sources: FixedCacheDrafter(
             DrafterStep(_drafter(sources).model), store_layers(sources.target.config.get_text_config())
         ),
-        tflite_signatures=_tflite(GraphRole.DRAFTER, graph_specs.litert_drafter_signatures),
+        tflite_signatures=lambda sources, shapes: graph_specs.litert_drafter_signatures(
+            sources.summary, shapes, drafter_cache_types(_drafter(sources).model)
+        ),
     ),
     GraphEntry(
         "vision_embedder",
@@ -140,7 +133,7 @@ GRAPHS: tuple[GraphEntry, ...] = (
         onnx_module=lambda sources: VisionEmbedder(_vision(sources)),
         onnx_spec=lambda sources: graph_specs.vision_spec(sources.summary),
         tflite_module=lambda sources: LiteRtVisionEmbedder(VisionEmbedder(_vision(sources))),
-        tflite_signatures=_tflite(GraphRole.VISION_EMBEDDER, graph_specs.litert_vision_signatures),
+        tflite_signatures=lambda sources, shapes: graph_specs.litert_vision_signatures(sources.summary, shapes),
     ),
     GraphEntry(
         "audio_embedder",
@@ -149,7 +142,7 @@ GRAPHS: tuple[GraphEntry, ...] = (
         onnx_module=lambda sources: AudioEmbedder(_audio(sources)),
         onnx_spec=lambda sources: graph_specs.audio_spec(sources.summary),
         tflite_module=lambda sources: LiteRtAudioEmbedder(AudioEmbedder(_audio(sources))),
-        tflite_signatures=_tflite(GraphRole.AUDIO_EMBEDDER, graph_specs.litert_audio_signatures),
+        tflite_signatures=lambda sources, shapes: graph_specs.litert_audio_signatures(sources.summary, shapes),
     ),
 )
 
@@ -164,7 +157,13 @@ def build_litert_graphs(target: Checkpoint, drafter: Checkpoint | None, summary:
     """The TFLite graphs of this model: one signature per static shape, fixed-capacity caches."""
     sources = _Sources(target, drafter, summary)
     return [
-        ExportGraph(entry.name, entry.tflite_module(sources), entry.tflite_signatures(sources, shapes))
+        ExportGraph(
+            entry.name,
+            entry.tflite_module(sources),
+            GraphSpec(
+                role=entry.role, file="", format="", precision="", inputs=(), outputs=(), signatures=entry.tflite_signatures(sources, shapes)
+            ),
+        )
         for entry in GRAPHS
         if entry.present(sources)
     ]
